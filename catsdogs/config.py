@@ -1,0 +1,28 @@
+"""Runtime constants and limits shared by training, evaluation and serving."""
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MODEL_NAME = "catsdogs"
+"""Name of the model in the BentoML store and in the MLflow model registry."""
+
+CLASS_NAMES: tuple[str, ...] = ("cat", "dog")
+"""Output order of the classifier: index i of the probability vector is CLASS_NAMES[i]."""
+
+DEFAULT_IMAGE_SIZE = 224
+"""Side of the square RGB image the model takes (MobileNetV2's ImageNet size)."""
+
+KERAS_FILE_NAME = "model.keras"
+"""File name of the saved Keras model inside a BentoML model directory."""
+
+
+class ImageLimits(BaseModel):
+    """What an input image may be. Checked before any pixel is decoded where possible."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_bytes: int = Field(20 * 1024 * 1024, gt=0, description="Largest accepted file size.")
+    # 40 MP covers any phone photo; a 10000x10000 decompression bomb (100 MP) is refused
+    # from its header alone, before its pixels are allocated.
+    max_pixels: int = Field(40_000_000, gt=0, description="Largest accepted width x height.")
+    # Smaller than this is not a photo of an animal (icons, tracking pixels, broken thumbnails).
+    min_side: int = Field(32, gt=0, description="Smallest accepted width or height.")

@@ -1,0 +1,212 @@
+"""The `catsdogs` command line: data, download, train, evaluate, predict."""
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from catsdogs.config import DEFAULT_IMAGE_SIZE, MODEL_NAME
+from training.config import DEFAULT_DATA_DIR, Mode, TrainConfig
+
+app = typer.Typer(
+    help="Cats vs dogs: prepare data, train, evaluate and predict.", no_args_is_help=True
+)
+
+DataDir = Annotated[
+    Path, typer.Argument(help="Folder of labelled photos (cat/ and dog/ folders, Kaggle layouts).")
+]
+ModelRef = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        "-m",
+        help="BentoML tag (catsdogs:latest) or MLflow URI (models:/catsdogs@champion).",
+    ),
+]
+
+
+@app.callback()
+def configure_logging(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def data(
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    out: Annotated[Path, typer.Option(help="Where to write the manifest and reports.")] = Path(
+        "reports/data"
+    ),
+    image_size: Annotated[int, typer.Option(help="Side of the preprocessed images.")] = (
+        DEFAULT_IMAGE_SIZE
+    ),
+) -> None:
+    """Validate, deduplicate and split a folder of photos; write manifest.csv and reports."""
+    from training.data import load_dataset
+
+    dataset = _or_exit(lambda: load_dataset(data_dir, image_size))
+    paths = dataset.write_reports(out)
+    summary = dataset.summary()
+    typer.echo(f"valid images:  {summary['valid']}")
+    typer.echo(f"rejected:      {summary['rejected']} {summary['rejected_by_reason']}")
+    typer.echo(
+        f"duplicates:    {summary['duplicates']} "
+        f"({summary['duplicates_with_other_label']} with another label)"
+    )
+    for split, labels in dataset.counts().items():
+        typer.echo(f"{split:<14} {labels}")
+    typer.echo(f"fingerprint:   {dataset.fingerprint}")
+    for name, path in paths.items():
+        typer.echo(f"{name + ':':<14} {path}")
+
+
+@app.command()
+def download(
+    dest: Annotated[Path, typer.Option(help="Folder to download and unpack into.")] = Path(
+        "data/raw"
+    ),
+    url: Annotated[
+        str | None, typer.Option(help="Zip URL (default: Microsoft's PetImages).")
+    ] = None,
+    kaggle: Annotated[
+        str | None, typer.Option(help="Kaggle dataset (owner/name) via the kaggle CLI instead.")
+    ] = None,
+) -> None:
+    """Download the real dataset (Microsoft's Kaggle PetImages zip, or a Kaggle dataset)."""
+    from training.download import MICROSOFT_PETIMAGES_URL, download_kaggle, download_petimages
+
+    if kaggle:
+        root = _or_exit(lambda: download_kaggle(kaggle, dest))
+    else:
+        root = _or_exit(lambda: download_petimages(dest, url or MICROSOFT_PETIMAGES_URL))
+    typer.echo(f"unpacked into {root}; next: catsdogs data {root}")
+
+
+@app.command()
+def train(
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    mode: Annotated[
+        Mode, typer.Option(help="fast | finetune | scratch (see TrainConfig).")
+    ] = "fast",
+    seed: Annotated[int, typer.Option(help="Seeds every source of randomness.")] = 42,
+    image_size: Annotated[int, typer.Option(help="Model input side, in pixels.")] = (
+        DEFAULT_IMAGE_SIZE
+    ),
+    weights: Annotated[str, typer.Option(help='"imagenet" or a path to a .h5 file.')] = "imagenet",
+    head_epochs: Annotated[int | None, typer.Option(help="Max epochs of the head phase.")] = None,
+    finetune_epochs: Annotated[
+        int | None, typer.Option(help="Max epochs of the fine-tuning phase.")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    force_champion: Annotated[
+        bool, typer.Option(help="Make this model the champion even if it is not better.")
+    ] = False,
+    config_file: Annotated[
+        Path | None, typer.Option("--config", help="JSON file of TrainConfig fields.")
+    ] = None,
+) -> None:
+    """Train a model, track it in MLflow, register it and save it to the BentoML store."""
+    from training.train import train as run_training
+
+    values = json.loads(config_file.read_text()) if config_file else {}
+    values |= {
+        "data_dir": data_dir,
+        "mode": mode,
+        "seed": seed,
+        "image_size": image_size,
+        "weights": weights,
+        "force_champion": force_champion,
+    }
+    overrides = {"head_epochs": head_epochs, "finetune_epochs": finetune_epochs,
+                 "batch_size": batch_size}  # fmt: skip
+    values |= {name: value for name, value in overrides.items() if value is not None}
+    config = _or_exit(lambda: TrainConfig(**values))
+    result = _or_exit(lambda: run_training(config))
+    from training.evaluate import format_metrics_table
+
+    typer.echo(format_metrics_table(result.test_metrics))
+    for name, value in result.timings.items():
+        typer.echo(f"{name}: {value:.1f}")
+    registered = result.registered
+    typer.echo(f"MLflow run {result.run_id}, model {registered.mlflow_uri}")
+    typer.echo(f"BentoML model {registered.bento_tag}")
+    typer.echo(f"champion: {registered.champion_reason}")
+
+
+@app.command()
+def evaluate(
+    data_dir: DataDir,
+    model: ModelRef = f"{MODEL_NAME}:latest",
+    split: Annotated[
+        str,
+        typer.Option(help="all, or one split of the content-hash split: train|validation|test."),
+    ] = "all",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
+) -> None:
+    """Score a model on a folder of labelled photos."""
+    from catsdogs.models import load_classifier
+    from training.data import SPLITS, load_dataset
+    from training.evaluate import compute_metrics, format_metrics_table
+
+    if split != "all" and split not in SPLITS:
+        raise typer.BadParameter(f"split must be all or one of {SPLITS}")
+    classifier = _or_exit(lambda: load_classifier(model))
+    dataset = _or_exit(lambda: load_dataset(data_dir, classifier.image_size))
+    if split == "all":
+        pixels, labels = dataset.pixels, dataset.labels()
+    else:
+        pixels, labels, _ = dataset.select(split)
+    if len(labels) == 0:
+        _exit(f"no valid labelled images in {data_dir} (split {split})")
+    metrics = compute_metrics(labels, classifier.predict_pixels(pixels))
+    if as_json:
+        typer.echo(json.dumps({"model": classifier.source, "split": split, **metrics}, indent=2))
+    else:
+        typer.echo(f"model {classifier.source} on {data_dir} ({split})")
+        typer.echo(format_metrics_table(metrics))
+
+
+@app.command()
+def predict(
+    images: Annotated[list[Path], typer.Argument(help="Image files to classify.")],
+    model: ModelRef = f"{MODEL_NAME}:latest",
+) -> None:
+    """Classify image files: one line each, label and confidence."""
+    from catsdogs.models import load_classifier
+    from catsdogs.preprocessing import InvalidImageError
+
+    classifier = _or_exit(lambda: load_classifier(model))
+    for path in images:
+        try:
+            [prediction] = classifier.predict_images([path.read_bytes()])
+        except (InvalidImageError, OSError) as error:
+            typer.echo(f"{path}\terror: {error}", err=True)
+            continue
+        typer.echo(f"{path}\t{prediction.label}\t{prediction.confidence:.4f}")
+
+
+def _or_exit(action):
+    """Run action; turn an error the user can fix into a one-line message and exit code 1."""
+    try:
+        return action()
+    except (FileNotFoundError, ValueError, RuntimeError, OSError) as error:
+        _exit(str(error))
+    except Exception as error:  # e.g. bentoml NotFound, MlflowException: still the user's input
+        if type(error).__module__.startswith(("bentoml", "mlflow")):
+            _exit(f"{type(error).__name__}: {error}")
+        raise
+
+
+def _exit(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,67 @@
+"""The one typed configuration of a training run. Its resolved values are logged whole."""
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from catsdogs.config import DEFAULT_IMAGE_SIZE, MODEL_NAME
+
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1] / "data" / "sample"
+"""The small sample of real photos committed with the project: the embedded default."""
+
+Mode = Literal["fast", "finetune", "scratch"]
+
+
+class TrainConfig(BaseModel):
+    """Everything that decides what a training run does.
+
+    mode:
+      fast      train only the classifier head on backbone features computed once per image
+                (no augmentation; minutes on 2 CPU cores even for the full data set)
+      finetune  frozen-backbone phase with augmentation, then fine-tune the top of the
+                backbone at a lower learning rate
+      scratch   a small CNN trained from random weights, for users without pretrained weights
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    mode: Mode = "fast"
+    seed: int = 42
+    image_size: int = Field(DEFAULT_IMAGE_SIZE, ge=32)
+    # "imagenet" lets Keras use its cache (or download); a path loads a local .h5 file.
+    weights: str = "imagenet"
+    batch_size: int = Field(32, gt=0)
+
+    # Head phase (fast and finetune modes) and the whole run in scratch mode.
+    head_epochs: int = Field(20, ge=1)
+    head_learning_rate: float = Field(1e-3, gt=0)
+    dropout: float = Field(0.2, ge=0, lt=1)
+    # Fine-tuning phase (finetune mode only).
+    finetune_epochs: int = Field(5, ge=0)
+    finetune_learning_rate: float = Field(1e-5, gt=0)
+    finetune_layers: int = Field(30, ge=0, description="Backbone layers unfrozen from the top.")
+    early_stopping_patience: int = Field(3, ge=1)
+
+    # Augmentation (active only while training; identity at inference).
+    flip: bool = True
+    rotation: float = Field(0.05, ge=0, description="Fraction of a full turn.")
+    zoom: float = Field(0.1, ge=0)
+    contrast: float = Field(0.1, ge=0)
+
+    # Split by content hash: fractions of the [0, 1) hash range.
+    validation_fraction: float = Field(0.1, gt=0, lt=0.5)
+    test_fraction: float = Field(0.1, gt=0, lt=0.5)
+
+    cache_dir: Path = Path(".cache/catsdogs")
+    experiment: str = "catsdogs"
+    registered_model: str = MODEL_NAME
+    force_champion: bool = False
+    deterministic: bool = True
+
+    @model_validator(mode="after")
+    def _check_fractions(self) -> "TrainConfig":
+        if self.validation_fraction + self.test_fraction >= 1:
+            raise ValueError("validation_fraction + test_fraction must be below 1")
+        return self
