@@ -56,6 +56,9 @@ def prepare_image(
         raise InvalidImageError(
             "not_an_image", "the file is not an image in a format we can read"
         ) from None
+    except Image.DecompressionBombError as error:
+        # Pillow refuses images above 2 x MAX_IMAGE_PIXELS already in open(), from the header.
+        raise InvalidImageError("too_many_pixels", f"the image is too large: {error}") from None
     except (OSError, ValueError, SyntaxError) as error:
         raise InvalidImageError("corrupt", f"the image header is corrupt: {error}") from error
 
@@ -94,7 +97,9 @@ def read_image(path: Path, image_size: int, limits: ImageLimits = DEFAULT_LIMITS
 def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode in _WIDE_GRAY_MODES:
         values = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if values.max(initial=0) > 255 else 255.0
+        # I;16* are 16-bit by definition (even if dark); I and F may hold 8-bit values.
+        wide = image.mode.startswith("I;16") or values.max(initial=0) > 255
+        top = 65535.0 if wide else 255.0
         gray = np.clip(values * (255.0 / top), 0, 255).astype(np.uint8)
         return Image.fromarray(gray, "L").convert("RGB")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):

@@ -1,0 +1,163 @@
+"""Tests for training.config.TrainConfig and catsdogs.config.ImageLimits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from catsdogs.config import DEFAULT_IMAGE_SIZE, MODEL_NAME, ImageLimits
+from training.config import DEFAULT_DATA_DIR, TrainConfig
+
+SAMPLE_DIR = Path(__file__).resolve().parents[2] / "data" / "sample"
+
+
+# --- TrainConfig -------------------------------------------------------------------------------
+
+
+def test_defaults() -> None:
+    config = TrainConfig()
+    assert config.mode == "fast"
+    assert config.image_size == 224 == DEFAULT_IMAGE_SIZE
+    assert config.seed == 42
+    assert config.validation_fraction == pytest.approx(0.1)
+    assert config.test_fraction == pytest.approx(0.1)
+    assert config.registered_model == MODEL_NAME
+    assert config.deterministic is True
+
+
+def test_default_data_dir_is_the_committed_sample() -> None:
+    config = TrainConfig()
+    assert config.data_dir == DEFAULT_DATA_DIR
+    assert config.data_dir.resolve() == SAMPLE_DIR
+    assert config.data_dir.is_dir()
+    for label in ("cat", "dog"):
+        folder = config.data_dir / label
+        assert folder.is_dir(), f"{folder} is missing"
+        assert any(folder.glob("*.jpg")), f"{folder} has no photos"
+
+
+@pytest.mark.parametrize("mode", ["fast", "finetune", "scratch"])
+def test_every_mode_is_accepted(mode: str) -> None:
+    assert TrainConfig(mode=mode).mode == mode
+
+
+def test_unknown_field_is_an_error() -> None:
+    with pytest.raises(ValidationError, match="epochs_typo"):
+        TrainConfig(epochs_typo=3)
+
+
+def test_unknown_mode_is_an_error() -> None:
+    with pytest.raises(ValidationError, match="mode"):
+        TrainConfig(mode="bogus")
+
+
+@pytest.mark.parametrize(
+    ("validation_fraction", "test_fraction"),
+    [(0.5, 0.5), (0.6, 0.4), (0.3, 0.7), (0.9, 0.2)],
+)
+def test_fractions_that_leave_no_training_data_are_an_error(
+    validation_fraction: float, test_fraction: float
+) -> None:
+    assert validation_fraction + test_fraction >= 1
+    with pytest.raises(ValidationError):
+        TrainConfig(validation_fraction=validation_fraction, test_fraction=test_fraction)
+
+
+@pytest.mark.parametrize("field", ["validation_fraction", "test_fraction"])
+@pytest.mark.parametrize("value", [0, -0.1])
+def test_fractions_must_be_positive(field: str, value: float) -> None:
+    with pytest.raises(ValidationError, match=field):
+        TrainConfig(**{field: value})
+
+
+def test_valid_fractions_are_accepted() -> None:
+    config = TrainConfig(validation_fraction=0.2, test_fraction=0.15)
+    assert (config.validation_fraction, config.test_fraction) == (0.2, 0.15)
+
+
+@pytest.mark.parametrize("image_size", [31, 0, -224])
+def test_image_size_below_32_is_an_error(image_size: int) -> None:
+    with pytest.raises(ValidationError, match="image_size"):
+        TrainConfig(image_size=image_size)
+
+
+def test_image_size_32_is_the_smallest_accepted() -> None:
+    assert TrainConfig(image_size=32).image_size == 32
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("batch_size", 0), ("head_epochs", 0), ("dropout", 1.0), ("head_learning_rate", 0.0)],
+)
+def test_other_bounds_are_checked(field: str, value: object) -> None:
+    with pytest.raises(ValidationError, match=field):
+        TrainConfig(**{field: value})
+
+
+def test_config_is_frozen() -> None:
+    config = TrainConfig()
+    with pytest.raises(ValidationError):
+        config.mode = "scratch"
+    with pytest.raises(ValidationError):
+        config.image_size = 64
+    assert config.mode == "fast"
+    assert config.image_size == 224
+
+
+def test_string_path_becomes_a_path(tmp_path: Path) -> None:
+    config = TrainConfig(data_dir=str(tmp_path))
+    assert isinstance(config.data_dir, Path)
+    assert config.data_dir == tmp_path
+
+
+def test_json_round_trip_of_defaults() -> None:
+    config = TrainConfig()
+    assert TrainConfig.model_validate_json(config.model_dump_json()) == config
+
+
+def test_json_round_trip_of_a_custom_config(tmp_path: Path) -> None:
+    config = TrainConfig(
+        data_dir=tmp_path / "data",
+        mode="finetune",
+        seed=7,
+        image_size=160,
+        weights="/models/mobilenet.h5",
+        head_learning_rate=3e-4,
+        validation_fraction=0.15,
+        test_fraction=0.05,
+        flip=False,
+        cache_dir=tmp_path / "cache",
+        force_champion=True,
+    )
+    restored = TrainConfig.model_validate_json(config.model_dump_json())
+    assert restored == config
+    assert restored.data_dir == tmp_path / "data"
+    assert restored != TrainConfig()
+
+
+# --- ImageLimits -------------------------------------------------------------------------------
+
+
+def test_image_limits_defaults() -> None:
+    limits = ImageLimits()
+    assert limits.max_bytes == 20 * 1024 * 1024
+    assert limits.max_pixels == 40_000_000
+    assert limits.min_side == 32
+    assert limits.max_pixels < 10_000 * 10_000  # a 10000x10000 bomb is over the limit
+
+
+@pytest.mark.parametrize("field", ["max_bytes", "max_pixels", "min_side"])
+@pytest.mark.parametrize("value", [-1, 0])
+def test_image_limits_must_be_positive(field: str, value: int) -> None:
+    with pytest.raises(ValidationError, match=field):
+        ImageLimits(**{field: value})
+
+
+def test_image_limits_accept_custom_values_and_are_frozen() -> None:
+    limits = ImageLimits(max_bytes=1000, max_pixels=5000, min_side=300)
+    assert (limits.max_bytes, limits.max_pixels, limits.min_side) == (1000, 5000, 300)
+    with pytest.raises(ValidationError):
+        limits.min_side = 1
+    assert limits.min_side == 300
