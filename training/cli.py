@@ -85,6 +85,7 @@ def download(
         root = _or_exit(lambda: download_kaggle(kaggle, dest))
     else:
         root = _or_exit(lambda: download_petimages(dest, url or MICROSOFT_PETIMAGES_URL))
+        root = root / "PetImages"
     typer.echo(f"unpacked into {root}; next: catsdogs data {root}")
 
 

@@ -333,3 +333,27 @@ def test_download_kaggle_reports_cli_failure(
 
     with pytest.raises(DownloadError, match="403 - Forbidden"):
         download_kaggle("owner/cats-and-dogs", tmp_path / "out")
+
+
+def test_download_command_then_data_command_on_the_petimages_layout(
+    server: Server, petimages_zip: dict[str, bytes], tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from training.cli import app
+
+    runner = CliRunner()
+    dest = tmp_path / "raw"
+    result = runner.invoke(
+        app, ["download", "--dest", str(dest), "--url", f"{server.base_url}/{ZIP_NAME}"]
+    )
+    assert result.exit_code == 0, result.output
+    assert f"catsdogs data {dest / 'PetImages'}" in result.stdout
+
+    result = runner.invoke(app, ["data", str(dest / "PetImages"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert f"valid images:  {2 * PHOTOS_PER_CLASS}" in result.stdout
+    # The archive's junk is reported, not trained on.
+    assert "rejected:      2 {'empty': 1, 'not_an_image': 1}" in result.stdout
+    rejected = (tmp_path / "out" / "rejected.csv").read_text()
+    assert "Cat/666.jpg,empty" in rejected and "Dog/Thumbs.db,not_an_image" in rejected
