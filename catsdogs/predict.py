@@ -72,16 +72,19 @@ class Classifier:
         return self.to_predictions(self.predict_pixels(pixels))
 
     def to_predictions(self, probabilities: np.ndarray) -> list[Prediction]:
-        predictions = []
-        for row in probabilities:
-            best = int(np.argmax(row))
-            predictions.append(
-                Prediction(
-                    label=self.class_names[best],
-                    confidence=float(row[best]),
-                    probabilities={
-                        name: float(p) for name, p in zip(self.class_names, row, strict=True)
-                    },
-                )
+        return to_predictions(probabilities, self.class_names)
+
+
+def to_predictions(probabilities: np.ndarray, class_names: Sequence[str]) -> list[Prediction]:
+    """One Prediction per row of an (N, number of classes) probability array."""
+    predictions = []
+    for row in probabilities:
+        best = int(np.argmax(row))
+        predictions.append(
+            Prediction(
+                label=class_names[best],
+                confidence=float(row[best]),
+                probabilities={name: float(p) for name, p in zip(class_names, row, strict=True)},
             )
-        return predictions
+        )
+    return predictions
