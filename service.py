@@ -8,9 +8,11 @@ The logic lives in the `catsdogs` package; this file only wires it to BentoML.
 """
 
 import asyncio
+import logging
 import time
 from pathlib import Path
 
+import aiohttp
 import bentoml
 import numpy as np
 from starlette.applications import Starlette
@@ -38,6 +40,8 @@ configure_request_logging()
 MODEL = bentoml.models.BentoModel(SETTINGS.model_tag)
 # No content-type check: images are recognised by their bytes, whatever name or type they carry.
 ImageFile = Path
+CLASSIFIER_ATTEMPTS = 3
+logger = logging.getLogger("catsdogs.service")
 
 
 @bentoml.service(workers=1, traffic={"timeout": 60})
@@ -61,6 +65,7 @@ async def health(_: Request) -> JSONResponse:
 
 
 @bentoml.service(
+    workers=SETTINGS.workers,
     traffic={"timeout": 60},
     monitoring={"enabled": True, "type": "default",
                 "options": {"log_path": str(SETTINGS.monitoring_dir)}},
@@ -114,13 +119,26 @@ class CatsDogs:
             return JSONResponse(
                 {"error": str(error), "reason": error.reason}, status_code=error.status
             )
-        probabilities = await self.classifier.to_async.classify(stack_pixels(uploads))
+        probabilities = await self._call_classifier(stack_pixels(uploads))
         predictions = to_predictions(probabilities, self.class_names)
         latency_ms = (time.perf_counter() - started) * 1000
         for upload, prediction in zip(uploads, predictions, strict=True):
             self.metrics.record(upload, prediction)
             log_prediction(upload, prediction, self.tag, latency_ms, request_id)
         return [to_response(prediction, self.tag) for prediction in predictions]
+
+    async def _call_classifier(self, pixels: np.ndarray) -> np.ndarray:
+        # BentoML's service-to-service client sometimes finds its pooled connection closed
+        # under load (aiohttp ServerDisconnectedError or ClientOSError; bentoml/BentoML#4238).
+        # Classifying is idempotent, so a fresh attempt is safe.
+        for attempt in range(CLASSIFIER_ATTEMPTS):
+            try:
+                return await self.classifier.to_async.classify(pixels)
+            except aiohttp.ClientConnectionError as error:
+                if attempt == CLASSIFIER_ATTEMPTS - 1:
+                    raise
+                logger.warning("classifier connection lost (%r); retrying", error)
+        raise AssertionError("unreachable")
 
 
 CatsDogs.add_asgi_middleware(

@@ -41,6 +41,7 @@ class ServiceSettings(BaseModel):
     """Serving configuration, from CATSDOGS_* environment variables."""
 
     model_tag: str = f"{MODEL_NAME}:latest"
+    workers: int = Field(1, gt=0, description="HTTP entry worker processes.")
     limits: ImageLimits = ImageLimits()
     max_files: int = Field(16, gt=0, description="Most files in one /predict_batch request.")
     monitoring_dir: Path = Path("monitoring")
@@ -61,6 +62,7 @@ class ServiceSettings(BaseModel):
         values: dict[str, Any] = {"limits": ImageLimits(**limits)}
         for field, variable in (
             ("model_tag", "CATSDOGS_MODEL_TAG"),
+            ("workers", "CATSDOGS_WORKERS"),
             ("max_files", "CATSDOGS_MAX_FILES"),
             ("monitoring_dir", "CATSDOGS_MONITORING_DIR"),
         ):
@@ -181,7 +183,7 @@ def log_prediction(
     import bentoml
 
     with bentoml.monitor("catsdogs_predictions") as monitor:
-        monitor.log(request_id, name="x_request_id", role="feature", data_type="text")
+        monitor.log(request_id, name="x_request_id", role="feature", data_type="categorical")
         monitor.log(upload.image.width, name="width", role="feature", data_type="numerical")
         monitor.log(upload.image.height, name="height", role="feature", data_type="numerical")
         monitor.log(upload.brightness, name="brightness", role="feature", data_type="numerical")

@@ -1,0 +1,71 @@
+"""The HTTP service on real photos: the same answers as the offline classifier; health."""
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+from conftest import FULL_DATA_DIR, SAMPLE_DIR
+
+from catsdogs.models import load_classifier
+
+PHOTOS_PER_CLASS = 150
+
+
+def _real_photos() -> list[tuple[Path, str]]:
+    """A few hundred labelled real photos: the full data set if present, else the sample."""
+    root = FULL_DATA_DIR if FULL_DATA_DIR.is_dir() else SAMPLE_DIR
+    return [
+        (path, label)
+        for label in ("cat", "dog")
+        for path in sorted((root / label).glob("*.jpg"))[-PHOTOS_PER_CLASS:]
+    ]
+
+
+def test_predictions_over_http_match_offline_evaluation(server):
+    photos = _real_photos()
+
+    def post(path: Path) -> dict:
+        response = httpx.post(
+            f"{server.url}/predict", files={"file": (path.name, path.read_bytes())}, timeout=120
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    with ThreadPoolExecutor(8) as pool:
+        served = list(pool.map(post, [path for path, _ in photos]))
+    offline = load_classifier(server.model_tag).predict_images([p.read_bytes() for p, _ in photos])
+
+    labels = [label for _, label in photos]
+    served_accuracy = np.mean([s["label"] == t for s, t in zip(served, labels, strict=True)])
+    offline_accuracy = np.mean([o.label == t for o, t in zip(offline, labels, strict=True)])
+    assert served_accuracy == offline_accuracy
+    assert served_accuracy > 0.9
+    assert [s["label"] for s in served] == [o.label for o in offline]
+    np.testing.assert_allclose(
+        [s["probabilities"]["dog"] for s in served],
+        [o.probabilities["dog"] for o in offline],
+        atol=1e-5,  # batches of different sizes may round differently in the last digits
+    )
+    first = served[0]
+    assert set(first) == {"label", "confidence", "probabilities", "model"}
+    assert first["model"] == server.model_tag
+    assert first["confidence"] == max(first["probabilities"].values())
+
+
+def test_batch_endpoint_answers_each_file_in_order(server):
+    cat = sorted((SAMPLE_DIR / "cat").glob("*.jpg"))[0]
+    dog = sorted((SAMPLE_DIR / "dog").glob("*.jpg"))[0]
+    files = [("file", (p.name, p.read_bytes())) for p in (cat, dog, cat)]
+    response = httpx.post(f"{server.url}/predict_batch", files=files, timeout=60)
+    assert response.status_code == 200, response.text
+    assert [r["label"] for r in response.json()] == ["cat", "dog", "cat"]
+
+
+def test_health_endpoints(server):
+    health = httpx.get(f"{server.url}/health", timeout=10)
+    assert health.status_code == 200
+    assert health.json() == {"status": "ok", "model": server.model_tag}
+    for path in ("/livez", "/readyz", "/healthz"):
+        assert httpx.get(f"{server.url}{path}", timeout=10).status_code == 200, path
+    assert "swagger" in httpx.get(f"{server.url}/", timeout=10).text.lower()
