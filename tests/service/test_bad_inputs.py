@@ -1,0 +1,369 @@
+"""The HTTP service on bad, hostile and unusual uploads, against a real `bentoml serve`.
+
+Bad uploads get a 4xx JSON answer that says what was wrong (never a 500) and leave the server
+answering; unusual but valid images (other modes, formats, names and content types) are
+accepted and classified like the original photo.
+"""
+
+import io
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from conftest import FULL_DATA_DIR, SAMPLE_DIR, run_bentoml_serve
+from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
+
+TIMEOUT = 120
+CANDIDATES_PER_CLASS = 16  # the default CATSDOGS_MAX_FILES: one /predict_batch per class
+LIMIT_MAX_BYTES = 200_000
+LIMIT_MAX_FILES = 3
+
+
+@dataclass(frozen=True)
+class Photo:
+    path: Path
+    label: str
+    confidence: float
+
+    def image(self) -> Image.Image:
+        with Image.open(self.path) as image:
+            return image.convert("RGB")
+
+
+def _photo_dir() -> Path:
+    return FULL_DATA_DIR if FULL_DATA_DIR.is_dir() else SAMPLE_DIR
+
+
+def _encode(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def _post(url: str, path: str = "/predict", **kwargs) -> httpx.Response:
+    return httpx.post(f"{url}{path}", timeout=TIMEOUT, **kwargs)
+
+
+def _predict(url: str, data: bytes, name: str = "photo.jpg", content_type: str | None = None):
+    file = (name, data) if content_type is None else (name, data, content_type)
+    return _post(url, files={"file": file})
+
+
+@pytest.fixture(scope="module")
+def classified(server) -> dict[str, list[Photo]]:
+    """Real photos of each class as the server classifies them, most confident first; only
+    those given their true label."""
+    result = {}
+    for label in ("cat", "dog"):
+        paths = sorted((_photo_dir() / label).glob("*.jpg"))[:CANDIDATES_PER_CLASS]
+        files = [("file", (path.name, path.read_bytes())) for path in paths]
+        response = _post(server.url, "/predict_batch", files=files)
+        assert response.status_code == 200, response.text
+        correct = [
+            Photo(path, label, answer["confidence"])
+            for path, answer in zip(paths, response.json(), strict=True)
+            if answer["label"] == label
+        ]
+        assert len(correct) >= CANDIDATES_PER_CLASS // 2, f"model misses most {label} photos"
+        result[label] = sorted(correct, key=lambda photo: -photo.confidence)
+    return result
+
+
+@pytest.fixture(scope="module")
+def best(classified) -> dict[str, Photo]:
+    """The photo of each class the model is most confident about in its original form."""
+    return {label: photos[0] for label, photos in classified.items()}
+
+
+def _assert_refused(response: httpx.Response, status: int, reason: str, *words: str) -> dict:
+    assert response.status_code == status, (response.status_code, response.text)
+    assert response.headers["content-type"].startswith("application/json"), response.headers
+    body = response.json()
+    assert body["reason"] == reason, body
+    assert isinstance(body["error"], str) and body["error"], body
+    for word in words:
+        assert word.lower() in body["error"].lower(), (word, body)
+    return body
+
+
+def _assert_still_serves(url: str, photo: Photo) -> None:
+    response = _predict(url, photo.path.read_bytes(), photo.path.name)
+    assert response.status_code == 200, response.text
+    assert response.json()["label"] == photo.label
+
+
+# --- bad uploads on the shared server -------------------------------------------------------
+
+
+def test_empty_file(server, best):
+    response = _predict(server.url, b"", "empty.jpg", "image/jpeg")
+    _assert_refused(response, 400, "empty", "empty")
+    _assert_still_serves(server.url, best["cat"])
+
+
+def test_text_file_named_jpg(server, best):
+    text = b"This is not a photo of a cat.\n" * 50
+    response = _predict(server.url, text, "cat.jpg", "image/jpeg")
+    _assert_refused(response, 400, "not_an_image", "not an image")
+    _assert_still_serves(server.url, best["dog"])
+
+
+def test_truncated_jpeg(server, best):
+    data = best["cat"].path.read_bytes()
+    response = _predict(server.url, data[: len(data) // 2], "cat.jpg", "image/jpeg")
+    _assert_refused(response, 400, "corrupt", "truncated")
+    _assert_still_serves(server.url, best["cat"])
+
+
+def test_one_pixel_image(server, best):
+    response = _predict(server.url, _encode(Image.new("RGB", (1, 1), "white"), "PNG"), "px.png")
+    _assert_refused(response, 400, "too_small", "1x1")
+    _assert_still_serves(server.url, best["dog"])
+
+
+def test_decompression_bomb_is_refused_from_its_header(server, best):
+    bomb = _encode(Image.new("1", (10_000, 10_000)), "PNG", optimize=True)
+    assert len(bomb) < 50_000  # tiny on disk, 100 megapixels once decoded
+    response = _predict(server.url, bomb, "bomb.png", "image/png")
+    _assert_refused(response, 413, "too_many_pixels", "10000x10000")
+    _assert_still_serves(server.url, best["cat"])
+
+
+def test_request_without_a_body(server, best):
+    response = _post(server.url)
+    _assert_refused(response, 400, "not_multipart", "no file uploaded", "'file'")
+    _assert_still_serves(server.url, best["dog"])
+
+
+def test_json_body_instead_of_a_form(server, best):
+    response = _post(server.url, json={"file": "cat.jpg"})
+    _assert_refused(response, 400, "not_multipart", "no file uploaded", "'file'")
+    response = _post(server.url, "/predict_batch", json={"file": ["cat.jpg"]})
+    _assert_refused(response, 400, "not_multipart", "no file uploaded", "'file'")
+    _assert_still_serves(server.url, best["cat"])
+
+
+def test_wrongly_named_form_field(server, best):
+    photo = best["cat"].path
+    response = _post(server.url, files={"image": (photo.name, photo.read_bytes())})
+    body = _assert_refused(response, 400, "wrong_field", "form fields found: image", "'file'")
+    assert "-F file=@" in body["error"]
+    files = [("file", (photo.name, photo.read_bytes())), ("image", (photo.name, b"x"))]
+    response = _post(server.url, "/predict_batch", files=files)
+    _assert_refused(response, 400, "wrong_field", "image", "'file'")
+    _assert_still_serves(server.url, best["dog"])
+
+
+# --- size and count limits on a second server with small limits -----------------------------
+
+
+@pytest.fixture(scope="module")
+def limited_server(trained_model, tmp_path_factory) -> Iterator:
+    with run_bentoml_serve(
+        "service:CatsDogs",
+        tmp_path_factory.mktemp("limited-server"),
+        trained_model.registered.bento_tag,
+        CATSDOGS_MAX_BYTES=str(LIMIT_MAX_BYTES),
+        CATSDOGS_MAX_FILES=str(LIMIT_MAX_FILES),
+    ) as running:
+        yield running
+
+
+def test_file_over_the_byte_limit_is_refused_before_decoding(limited_server, best):
+    photo = best["dog"].path.read_bytes()
+    assert len(photo) < LIMIT_MAX_BYTES
+    # A valid JPEG (Pillow ignores data after its end marker) that is too big.
+    padded = photo + b"\0" * (LIMIT_MAX_BYTES + 1 - len(photo))
+    response = _predict(limited_server.url, padded, "big.jpg", "image/jpeg")
+    _assert_refused(response, 413, "too_large", f"{len(padded)} bytes", str(LIMIT_MAX_BYTES))
+    # Not an image at all, but over the limit: refused for its size, so never decoded.
+    junk = b"junk" * (LIMIT_MAX_BYTES // 4 + 1)
+    response = _predict(limited_server.url, junk, "junk.jpg", "image/jpeg")
+    _assert_refused(response, 413, "too_large", "over the limit")
+    # The same photo within the limit is fine.
+    _assert_still_serves(limited_server.url, best["dog"])
+
+
+def test_request_body_over_the_cap_is_refused(limited_server, best):
+    cap = LIMIT_MAX_FILES * (LIMIT_MAX_BYTES + 64 * 1024)
+    big = b"\xff" * (cap + 100_000)
+    response = _predict(limited_server.url, big, "huge.jpg", "image/jpeg")
+    _assert_refused(response, 413, "too_large", "request body", str(cap))
+    # Every file within its own limit, but together over the cap (and over max_files).
+    files = [("file", (f"{i}.jpg", b"\xff" * (LIMIT_MAX_BYTES - 10))) for i in range(5)]
+    response = _post(limited_server.url, "/predict_batch", files=files)
+    _assert_refused(response, 413, "too_large", "request body")
+    _assert_still_serves(limited_server.url, best["cat"])
+
+
+def test_too_many_files_in_a_batch(limited_server, best):
+    photo = best["cat"]
+    files = [("file", (photo.path.name, photo.path.read_bytes()))] * (LIMIT_MAX_FILES + 1)
+    response = _post(limited_server.url, "/predict_batch", files=files)
+    _assert_refused(response, 413, "too_many_files", f"limit is {LIMIT_MAX_FILES}")
+    response = _post(limited_server.url, "/predict_batch", files=files[:LIMIT_MAX_FILES])
+    assert response.status_code == 200, response.text
+    assert [answer["label"] for answer in response.json()] == [photo.label] * LIMIT_MAX_FILES
+
+
+# --- unusual but valid images: accepted and classified like the original --------------------
+
+
+def _grayscale(image: Image.Image) -> tuple[bytes, str]:
+    return _encode(image.convert("L"), "JPEG", quality=95), "L"
+
+
+def _gray16_png(image: Image.Image) -> tuple[bytes, str]:
+    wide = np.asarray(image.convert("L"), dtype=np.uint16) * 257
+    return _encode(Image.fromarray(wide), "PNG"), "I;16"
+
+
+def _palette_png(image: Image.Image) -> tuple[bytes, str]:
+    return _encode(image.convert("P", palette=Image.Palette.ADAPTIVE, colors=256), "PNG"), "P"
+
+
+def _rgba_png(image: Image.Image) -> tuple[bytes, str]:
+    alpha = Image.new("L", image.size, 0)
+    border_x, border_y = image.width // 20, image.height // 20
+    alpha.paste(255, (border_x, border_y, image.width - border_x, image.height - border_y))
+    rgba = image.copy()
+    rgba.putalpha(alpha)
+    return _encode(rgba, "PNG"), "RGBA"
+
+
+def _cmyk_jpeg(image: Image.Image) -> tuple[bytes, str]:
+    return _encode(image.convert("CMYK"), "JPEG", quality=95), "CMYK"
+
+
+def _exif_rotated(image: Image.Image) -> tuple[bytes, str]:
+    # Stored sideways; orientation 6 says "turn 90 degrees clockwise to show it upright".
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored = image.transpose(Image.Transpose.ROTATE_90)
+    return _encode(stored, "JPEG", quality=95, exif=exif), "RGB"
+
+
+def _webp(image: Image.Image) -> tuple[bytes, str]:
+    return _encode(image, "WEBP", quality=90), "RGB"
+
+
+CONVERSIONS = {
+    "grayscale": _grayscale,
+    "gray16_png": _gray16_png,
+    "palette_png": _palette_png,
+    "rgba_png": _rgba_png,
+    "cmyk_jpeg": _cmyk_jpeg,
+    "exif_rotated": _exif_rotated,
+    "webp": _webp,
+}
+
+
+@pytest.mark.parametrize("label", ["cat", "dog"])
+@pytest.mark.parametrize("conversion", list(CONVERSIONS))
+def test_converted_photo_is_classified_like_the_original(server, best, conversion, label):
+    photo = best[label]
+    original = _predict(server.url, photo.path.read_bytes(), photo.path.name)
+    assert original.status_code == 200, original.text
+    assert original.json()["label"] == photo.label
+
+    data, mode = CONVERSIONS[conversion](photo.image())
+    with Image.open(io.BytesIO(data)) as check:  # the file really is what the test says
+        assert check.mode == mode
+        if conversion == "exif_rotated":
+            assert check.size == (photo.image().height, photo.image().width)
+            assert check.getexif()[0x0112] == 6
+    response = _predict(server.url, data, f"converted-{conversion}.img")
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["label"] == photo.label, (conversion, answer, original.json())
+    if conversion == "exif_rotated":
+        assert answer["confidence"] > 0.8, answer
+        assert answer["confidence"] == pytest.approx(original.json()["confidence"], abs=0.1)
+
+
+@pytest.mark.parametrize("first", ["cat", "dog"])
+def test_animated_gif_is_classified_by_its_first_frame(server, best, first):
+    second = "dog" if first == "cat" else "cat"
+    frames = [best[first].image(), best[second].image().resize(best[first].image().size)]
+    data = _encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=500)
+    with Image.open(io.BytesIO(data)) as check:
+        assert check.n_frames == 2
+    response = _predict(server.url, data, "animated.gif", "image/gif")
+    assert response.status_code == 200, response.text
+    assert response.json()["label"] == first, response.json()
+
+
+def test_png_named_and_typed_as_jpeg(server, best):
+    data = _encode(best["dog"].image(), "PNG")
+    assert data.startswith(b"\x89PNG")
+    response = _predict(server.url, data, "photo.jpg", "image/jpeg")
+    assert response.status_code == 200, response.text
+    assert response.json()["label"] == "dog"
+
+
+def test_jpeg_as_octet_stream_without_extension(server, best):
+    data = best["cat"].path.read_bytes()
+    response = _predict(server.url, data, "upload.bin", "application/octet-stream")
+    assert response.status_code == 200, response.text
+    assert response.json()["label"] == "cat"
+
+
+# --- good and bad uploads at once -----------------------------------------------------------
+
+
+def _batch_histogram(url: str) -> tuple[float, float]:
+    """(observations, batches of size 1) of BentoML's adaptive batch size histogram."""
+    text = httpx.get(f"{url}/metrics", timeout=TIMEOUT).text
+    count = singles = 0.0
+    for family in text_string_to_metric_families(text):
+        if family.name != "bentoml_service_adaptive_batch_size":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_count"):
+                count += sample.value
+            elif sample.name.endswith("_bucket") and float(sample.labels["le"]) == 1.0:
+                singles += sample.value
+    return count, singles
+
+
+def test_concurrent_good_and_bad_uploads(server, classified):
+    good = [photo for photos in classified.values() for photo in photos]
+    good = [good[i % len(good)] for i in range(32)]
+    cat_bytes = classified["cat"][0].path.read_bytes()
+    bad = [
+        (b"", "empty"),
+        (b"not an image at all\n" * 20, "not_an_image"),
+        (cat_bytes[: len(cat_bytes) // 3], "corrupt"),
+    ]
+    bad = [bad[i % len(bad)] for i in range(8)]
+    jobs = [("good", photo.path.read_bytes(), photo.label) for photo in good]
+    jobs += [("bad", data, reason) for data, reason in bad]
+    jobs = jobs[::5] + [job for i, job in enumerate(jobs) if i % 5]  # bad ones mixed in
+    before_count, before_singles = _batch_histogram(server.url)
+    barrier = threading.Barrier(len(jobs))
+
+    def send(job):
+        barrier.wait(timeout=TIMEOUT)
+        return _predict(server.url, job[1], "upload.jpg", "image/jpeg")
+
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        responses = list(pool.map(send, jobs))
+
+    for (kind, _, expected), response in zip(jobs, responses, strict=True):
+        if kind == "good":
+            assert response.status_code == 200, response.text
+            assert response.json()["label"] == expected
+        else:
+            assert response.status_code == 400, response.text
+            assert response.json()["reason"] == expected
+    after_count, after_singles = _batch_histogram(server.url)
+    assert after_count > before_count  # the model was called through the adaptive batcher
+    # ...and fewer times than there were good uploads: some were batched together.
+    assert after_count - before_count < len(good)
+    assert (after_count - after_singles) > (before_count - before_singles)

@@ -1,0 +1,58 @@
+"""The service as a person meets it: BentoML's Swagger UI in a real (headless) Chromium,
+uploading a cat photo through "Try it out" and reading the answer off the page."""
+
+from pathlib import Path
+
+import pytest
+from conftest import SAMPLE_DIR
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; .ci/run installs it where missing
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TIMEOUT_MS = 180_000  # a busy 2-core machine: the first prediction may wait for a batch
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason=f"{CHROMIUM} not found: install Debian's chromium package (.ci/run does)",
+)
+
+
+def test_swagger_ui_classifies_an_uploaded_cat_photo(server, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    photo = sorted((SAMPLE_DIR / "cat").glob("*.jpg"))[0]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1600})
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(f"{server.url}/", wait_until="load")
+
+            # The /predict operation (not /predict_batch): expand it, then "Try it out".
+            summary = page.locator(".opblock-summary-path[data-path='/predict']")
+            operation = page.locator(".opblock").filter(has=summary)
+            summary.click()
+            operation.get_by_role("button", name="Try it out").click()
+            operation.locator("input[type=file]").set_input_files(photo)
+            operation.get_by_role("button", name="Execute").click()
+
+            body = operation.locator(".live-responses-table .response-col_description pre")
+            expect(body.first).to_contain_text('"label"', timeout=TIMEOUT_MS)
+            expect(body.first).to_contain_text('"cat"', timeout=TIMEOUT_MS)
+            operation.locator(".live-responses-table").scroll_into_view_if_needed()
+            page.screenshot(path=tmp_path / "swagger_predict.png", full_page=True)
+
+            assert '"label": "cat"' in body.first.inner_text()
+            status = operation.locator(".live-responses-table .response-col_status").first
+            assert status.inner_text().strip() == "200"
+        finally:
+            browser.close()
