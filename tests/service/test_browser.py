@@ -35,12 +35,19 @@ def test_swagger_ui_classifies_an_uploaded_cat_photo(server, tmp_path):
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1600})
             page.set_default_timeout(TIMEOUT_MS)
+            # The page also asks for analytics and badges from the internet: keep it local.
+            page.route(
+                "**/*",
+                lambda route: (
+                    route.continue_() if route.request.url.startswith(server.url) else route.abort()
+                ),
+            )
             page.goto(f"{server.url}/", wait_until="load")
 
             # The /predict operation (not /predict_batch): expand it, then "Try it out".
             summary = page.locator(".opblock-summary-path[data-path='/predict']")
             operation = page.locator(".opblock").filter(has=summary)
-            summary.click()
+            summary.click()  # waits for Swagger UI to render the operations
             operation.get_by_role("button", name="Try it out").click()
             operation.locator("input[type=file]").set_input_files(photo)
             operation.get_by_role("button", name="Execute").click()
@@ -52,7 +59,7 @@ def test_swagger_ui_classifies_an_uploaded_cat_photo(server, tmp_path):
             page.screenshot(path=tmp_path / "swagger_predict.png", full_page=True)
 
             assert '"label": "cat"' in body.first.inner_text()
-            status = operation.locator(".live-responses-table .response-col_status").first
-            assert status.inner_text().strip() == "200"
+            status = operation.locator(".live-responses-table tr.response .response-col_status")
+            assert status.first.inner_text().strip() == "200"
         finally:
             browser.close()
