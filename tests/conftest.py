@@ -76,8 +76,18 @@ def run_bentoml_serve(target: str, workdir: Path, model_tag: str, **env: str):
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / "server.log"
     monitoring_dir = workdir / "monitoring"
+    # Every `bentoml serve` empties $BENTOML_HOME/prometheus_multiproc_dir when it starts, so
+    # each server gets a home of its own that shares the session's model and Bento stores.
+    home = workdir / "bentoml-home"
+    home.mkdir(exist_ok=True)
+    shared_home = Path(os.environ["BENTOML_HOME"])
+    for store in ("models", "bentos"):
+        (shared_home / store).mkdir(parents=True, exist_ok=True)
+        if not (home / store).exists():
+            (home / store).symlink_to(shared_home / store)
     environment = {
         **os.environ,
+        "BENTOML_HOME": str(home),
         "CATSDOGS_MODEL_TAG": model_tag,
         "CATSDOGS_MONITORING_DIR": str(monitoring_dir),
         **env,

@@ -165,6 +165,7 @@ def test_wrongly_named_form_field(server, best):
 
 @pytest.fixture(scope="module")
 def limited_server(trained_model, tmp_path_factory) -> Iterator:
+    """A second server with small limits (its own BENTOML_HOME: see run_bentoml_serve)."""
     with run_bentoml_serve(
         "service:CatsDogs",
         tmp_path_factory.mktemp("limited-server"),
