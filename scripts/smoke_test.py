@@ -1,0 +1,168 @@
+"""Smoke test a running catsdogs service: health, readiness and two known predictions.
+
+    python scripts/smoke_test.py http://127.0.0.1:3000 [--cat PHOTO] [--dog PHOTO] [--wait 120]
+
+Waits up to --wait seconds for GET /readyz to answer 200, then checks GET /health (200) and
+POST /predict of a known cat photo (label "cat") and a known dog photo (label "dog"). Prints
+one line per failure and exits 1; prints a short summary and exits 0 on success.
+Standard library only, so it runs anywhere Python does (CI runners, a deploy job, a laptop).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# Committed sample photos (data/sample/) that the sample model classifies confidently.
+DEFAULT_CAT = ROOT / "data" / "sample" / "cat" / "cat.102.jpg"
+DEFAULT_DOG = ROOT / "data" / "sample" / "dog" / "dog.1.jpg"
+REQUEST_TIMEOUT = 60.0  # seconds per request: a busy service may queue a prediction a while
+# What a dead, closed or half-started service raises (URLError and timeouts are OSErrors).
+UNAVAILABLE = (OSError, http.client.HTTPException)
+
+
+class SmokeFailure(Exception):
+    """One failed check, with a message meant for a human."""
+
+
+def request(url: str, data: bytes | None = None, headers: dict[str, str] | None = None):
+    """(status, body) of a GET, or a POST when data is given. HTTP errors are answers, not
+    exceptions; connection problems raise one of UNAVAILABLE."""
+    req = urllib.request.Request(url, data=data, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=REQUEST_TIMEOUT) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def multipart(field: str, path: Path) -> tuple[bytes, str]:
+    """A multipart/form-data body with one file field, and its content type."""
+    boundary = f"----catsdogs-smoke-{uuid.uuid4().hex}"
+    head = (
+        f"--{boundary}\r\n"
+        f'Content-Disposition: form-data; name="{field}"; filename="{path.name}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    return head + path.read_bytes() + tail, f"multipart/form-data; boundary={boundary}"
+
+
+def short(body: bytes, limit: int = 300) -> str:
+    text = body.decode("utf-8", errors="replace").strip()
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def wait_until_ready(base: str, wait: float) -> None:
+    deadline = time.monotonic() + wait
+    last = "no answer"
+    while True:
+        try:
+            status, body = request(f"{base}/readyz")
+            if status == 200:
+                return
+            last = f"/readyz answered {status}: {short(body)}"
+        except UNAVAILABLE as error:
+            last = f"{type(error).__name__}: {getattr(error, 'reason', error)}"
+        if time.monotonic() >= deadline:
+            raise SmokeFailure(
+                f"service unavailable at {base}: not ready after {wait:g} s ({last})"
+            )
+        time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
+
+
+def check_get(base: str, path: str) -> None:
+    try:
+        status, body = request(f"{base}{path}")
+    except UNAVAILABLE as error:
+        raise SmokeFailure(f"service unavailable: GET {path} failed: {error}") from error
+    if status != 200:
+        raise SmokeFailure(f"GET {path} answered {status}, expected 200: {short(body)}")
+
+
+def check_predict(base: str, photo: Path, expected: str) -> dict:
+    body, content_type = multipart("file", photo)
+    try:
+        status, answer = request(f"{base}/predict", body, {"Content-Type": content_type})
+    except UNAVAILABLE as error:
+        raise SmokeFailure(
+            f"service unavailable: POST /predict ({photo}) failed: {error}"
+        ) from error
+    if status != 200:
+        raise SmokeFailure(f"/predict error for {photo}: status {status}: {short(answer)}")
+    try:
+        result = json.loads(answer)
+        label = result["label"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise SmokeFailure(
+            f"/predict answered 200 without a label for {photo}: {short(answer)}"
+        ) from error
+    if label != expected:
+        raise SmokeFailure(
+            f"misclassified {photo}: expected {expected!r}, got {label!r} "
+            f"(confidence {result.get('confidence')})"
+        )
+    return result
+
+
+def run(base: str, cat: Path, dog: Path, wait: float) -> list[str]:
+    """All checks; returns the failure messages (empty when every check passed)."""
+    failures: list[str] = []
+    for photo in (cat, dog):
+        if not photo.is_file():
+            failures.append(f"photo not found: {photo}")
+    if failures:
+        return failures
+    try:
+        wait_until_ready(base, wait)
+    except SmokeFailure as failure:
+        return [str(failure)]  # nothing else can pass
+    started = time.monotonic()
+    results = {}
+    checks = [
+        ("health", lambda: check_get(base, "/health")),
+        ("readyz", lambda: check_get(base, "/readyz")),
+        ("cat", lambda: check_predict(base, cat, "cat")),
+        ("dog", lambda: check_predict(base, dog, "dog")),
+    ]
+    for name, check in checks:
+        try:
+            results[name] = check()
+        except SmokeFailure as failure:
+            failures.append(str(failure))
+    if not failures:
+        elapsed = time.monotonic() - started
+        model = results["cat"].get("model", "?")
+        print(
+            f"smoke test passed: {base} model={model} "
+            f"cat={results['cat']['confidence']:.3f} dog={results['dog']['confidence']:.3f} "
+            f"({elapsed:.1f} s)"
+        )
+    return failures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("url", help="base URL of the service, e.g. http://127.0.0.1:3000")
+    parser.add_argument("--cat", type=Path, default=DEFAULT_CAT, help="a photo of a cat")
+    parser.add_argument("--dog", type=Path, default=DEFAULT_DOG, help="a photo of a dog")
+    parser.add_argument(
+        "--wait", type=float, default=120.0, help="seconds to wait for /readyz (default 120)"
+    )
+    args = parser.parse_args(argv)
+    failures = run(args.url.rstrip("/"), args.cat, args.dog, args.wait)
+    for failure in failures:
+        print(f"FAIL: {failure}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,330 @@
+"""The compose stack in deploy/compose/, checked as data (no Docker daemon needed): the four
+services, ports, named volumes for every store, healthchecks, wiring between services and
+every mounted file. `compose_problems` is the checker; the last tests prove it catches broken
+copies."""
+
+import copy
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+from conftest import ROOT
+
+COMPOSE = ROOT / "deploy" / "compose" / "docker-compose.yml"
+PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+
+SERVICES = {"catsdogs", "mlflow", "prometheus", "grafana"}
+# Host port -> container port of each service.
+PORTS = {
+    "catsdogs": ("3000", "3000"),
+    "mlflow": ("5000", "5000"),
+    "prometheus": ("9090", "9090"),
+    "grafana": ("3001", "3000"),
+}
+# Stores that must outlive `docker compose down`: (service, path inside the container).
+PERSISTENT = [
+    ("mlflow", "backend store"),
+    ("mlflow", "artifact store"),
+    ("prometheus", "/prometheus"),
+    ("grafana", "/var/lib/grafana"),
+]
+
+
+def _load(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def _ports(service: dict) -> list[tuple[str, str]]:
+    pairs = []
+    for entry in service.get("ports", []):
+        if isinstance(entry, dict):  # long syntax
+            pairs.append((str(entry.get("published")), str(entry.get("target"))))
+        else:
+            parts = str(entry).split("/")[0].split(":")
+            pairs.append((parts[-2], parts[-1]) if len(parts) >= 2 else (parts[0], parts[0]))
+    return pairs
+
+
+def _mounts(service: dict) -> list[tuple[str, str]]:
+    """(source, target) of every volume entry; a named volume's source has no slash."""
+    mounts = []
+    for entry in service.get("volumes", []):
+        if isinstance(entry, dict):
+            mounts.append((str(entry.get("source", "")), str(entry["target"])))
+        else:
+            source, target = str(entry).split(":")[:2]
+            mounts.append((source, target))
+    return mounts
+
+
+def _is_named(source: str) -> bool:
+    return bool(source) and not source.startswith((".", "/", "~")) and "/" not in source
+
+
+def _environment(service: dict) -> dict[str, str]:
+    env = service.get("environment", {})
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {key: str(value) for key, value in (env or {}).items()}
+
+
+def _command(service: dict) -> list[str]:
+    command = service.get("command", [])
+    return command.split() if isinstance(command, str) else [str(part) for part in command]
+
+
+def _option(command: list[str], name: str) -> str | None:
+    """Value of `--name=value` or `--name value` in a command line."""
+    for i, part in enumerate(command):
+        if part.startswith(f"{name}="):
+            return part.split("=", 1)[1]
+        if part == name and i + 1 < len(command):
+            return command[i + 1]
+    return None
+
+
+def _container_path_of(uri: str) -> str:
+    """Folder inside the container holding a store URI (sqlite:////a/b.db -> /a)."""
+    if uri.startswith("sqlite:///"):
+        return str(Path(uri.removeprefix("sqlite:///")).parent)
+    return urlparse(uri).path if "://" in uri else uri
+
+
+def _on_named_volume(service: dict, container_path: str, declared: set[str]) -> str | None:
+    """The declared named volume mounted at or above container_path, if any."""
+    for source, target in _mounts(service):
+        if (
+            _is_named(source)
+            and source in declared
+            and (container_path == target or container_path.startswith(target.rstrip("/") + "/"))
+        ):
+            return source
+    return None
+
+
+def compose_problems(compose_path: Path, prometheus_path: Path = PROMETHEUS_CONFIG) -> list[str]:
+    """Everything wrong with a compose file (and the Prometheus config it mounts)."""
+    problems: list[str] = []
+    compose = _load(compose_path)
+    services = compose.get("services") or {}
+    declared = set((compose.get("volumes") or {}).keys())
+
+    missing = SERVICES - services.keys()
+    if missing:
+        problems.append(f"missing services: {sorted(missing)}")
+
+    for name, service in services.items():
+        test = (service.get("healthcheck") or {}).get("test")
+        if not test or (service.get("healthcheck") or {}).get("disable"):
+            problems.append(f"{name}: no healthcheck")
+        if name in PORTS and PORTS[name] not in _ports(service):
+            problems.append(f"{name}: port {':'.join(PORTS[name])} not published")
+        if name in SERVICES and not service.get("restart"):
+            problems.append(f"{name}: no restart policy")
+        for source, target in _mounts(service):
+            if _is_named(source):
+                if source not in declared:
+                    problems.append(f"{name}: volume {source} is not declared")
+            elif not (compose_path.parent / source).resolve().exists():
+                problems.append(f"{name}: mounted {source} (-> {target}) does not exist")
+
+    used = {
+        source
+        for service in services.values()
+        for source, _ in _mounts(service)
+        if _is_named(source)
+    }
+    for unused in sorted(declared - used):
+        problems.append(f"volume {unused} is declared but never mounted")
+
+    # Each healthcheck probes the endpoint that means "ready".
+    health_paths = {
+        "catsdogs": "/readyz",
+        "mlflow": "/health",
+        "prometheus": "/-/healthy",
+        "grafana": "/api/health",
+    }
+    for name, path in health_paths.items():
+        test = (services.get(name, {}).get("healthcheck") or {}).get("test") or []
+        joined = " ".join(test) if isinstance(test, list) else str(test)
+        if test and path not in joined:
+            problems.append(f"{name}: healthcheck does not probe {path}")
+
+    # Every store on a named volume of its own.
+    mlflow = services.get("mlflow", {})
+    command = _command(mlflow)
+    backend = _option(command, "--backend-store-uri")
+    artifacts = _option(command, "--artifacts-destination")
+    if backend is None or not backend.startswith(("sqlite:", "postgresql")):
+        problems.append("mlflow: no --backend-store-uri (sqlite or postgresql)")
+    elif backend.startswith("sqlite:") and not _on_named_volume(
+        mlflow, _container_path_of(backend), declared
+    ):
+        problems.append(f"mlflow: backend store {backend} is not on a named volume")
+    elif backend.startswith("postgresql"):
+        postgres = services.get(urlparse(backend).hostname or "", {})
+        if not any(_is_named(s) and s in declared for s, _ in _mounts(postgres)):
+            problems.append("mlflow: the postgres backend has no named volume")
+    if "--serve-artifacts" not in command:
+        problems.append("mlflow: artifacts are not served (--serve-artifacts)")
+    if artifacts is None:
+        problems.append("mlflow: no --artifacts-destination")
+    elif not _on_named_volume(mlflow, _container_path_of(artifacts), declared):
+        problems.append(f"mlflow: artifact store {artifacts} is not on a named volume")
+    elif backend and _on_named_volume(mlflow, _container_path_of(backend), declared) == (
+        _on_named_volume(mlflow, _container_path_of(artifacts), declared)
+    ):
+        problems.append("mlflow: backend and artifact stores share one volume")
+
+    for name, path in (("prometheus", "/prometheus"), ("grafana", "/var/lib/grafana")):
+        if not _on_named_volume(services.get(name, {}), path, declared):
+            problems.append(f"{name}: {path} is not on a named volume")
+
+    # catsdogs -> mlflow: the tracking URI names the mlflow service and its port, and
+    # MLflow accepts that Host header.
+    catsdogs = services.get("catsdogs", {})
+    uri = _environment(catsdogs).get("MLFLOW_TRACKING_URI", "")
+    parsed = urlparse(uri)
+    if parsed.hostname != "mlflow" or parsed.port != 5000:
+        problems.append(f"catsdogs: MLFLOW_TRACKING_URI {uri!r} is not http://mlflow:5000")
+    allowed = (_option(command, "--allowed-hosts") or "").split(",")
+    if parsed.netloc and "*" not in allowed and parsed.netloc not in allowed:
+        problems.append(f"mlflow: --allowed-hosts does not allow {parsed.netloc}")
+    if _command(catsdogs) != ["serve"]:
+        problems.append("catsdogs: command is not `serve`")
+    if "CATSDOGS_IMAGE" not in str(catsdogs.get("image", "")):
+        problems.append("catsdogs: image is not taken from ${CATSDOGS_IMAGE}")
+
+    # Prometheus scrapes the service by its compose name and container port.
+    targets = [
+        target
+        for job in (_load(prometheus_path).get("scrape_configs") or [])
+        for static in job.get("static_configs") or []
+        for target in static.get("targets") or []
+    ]
+    if f"catsdogs:{PORTS['catsdogs'][1]}" not in targets:
+        problems.append(f"prometheus.yml does not scrape catsdogs:3000 (targets {targets})")
+    return problems
+
+
+def test_compose_file_is_complete():
+    assert compose_problems(COMPOSE) == []
+
+
+def test_compose_declares_the_four_services_and_their_ports():
+    services = _load(COMPOSE)["services"]
+    assert set(services) == SERVICES
+    for name, pair in PORTS.items():
+        assert pair in _ports(services[name]), name
+
+
+def test_every_store_is_a_named_volume():
+    compose = _load(COMPOSE)
+    declared = set(compose["volumes"])
+    services = compose["services"]
+    command = _command(services["mlflow"])
+    backend = _container_path_of(_option(command, "--backend-store-uri"))
+    artifacts = _container_path_of(_option(command, "--artifacts-destination"))
+    volumes = {
+        "mlflow backend": _on_named_volume(services["mlflow"], backend, declared),
+        "mlflow artifacts": _on_named_volume(services["mlflow"], artifacts, declared),
+        "prometheus": _on_named_volume(services["prometheus"], "/prometheus", declared),
+        "grafana": _on_named_volume(services["grafana"], "/var/lib/grafana", declared),
+    }
+    assert all(volumes.values()), volumes
+    assert len(set(volumes.values())) == 4, volumes
+
+
+def test_mounted_config_files_exist_and_are_the_projects():
+    services = _load(COMPOSE)["services"]
+    files = {
+        (COMPOSE.parent / source).resolve()
+        for service in services.values()
+        for source, _ in _mounts(service)
+        if not _is_named(source)
+    }
+    assert files == {
+        ROOT / "deploy" / "prometheus" / "prometheus.yml",
+        ROOT / "deploy" / "prometheus" / "alerts.yml",
+        ROOT / "deploy" / "grafana" / "provisioning" / "datasources" / "prometheus.yml",
+        ROOT / "deploy" / "grafana" / "provisioning" / "dashboards" / "dashboards.yml",
+        ROOT / "deploy" / "grafana" / "dashboards" / "catsdogs.json",
+    }
+    assert all(path.is_file() for path in files)
+
+
+def test_grafana_provisioning_matches_the_mounts_and_the_dashboard():
+    services = _load(COMPOSE)["services"]
+    grafana_mounts = dict(_mounts(services["grafana"]))
+    datasource = _load(ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml")
+    (source,) = datasource["datasources"]
+    assert urlparse(source["url"]).hostname == "prometheus"
+    assert str(urlparse(source["url"]).port) == PORTS["prometheus"][1]
+    provider = _load(ROOT / "deploy/grafana/provisioning/dashboards/dashboards.yml")
+    (folder,) = [p["options"]["path"] for p in provider["providers"]]
+    dashboard_target = grafana_mounts["../grafana/dashboards/catsdogs.json"]
+    assert Path(dashboard_target).parent == Path(folder)
+    dashboard = (ROOT / "deploy/grafana/dashboards/catsdogs.json").read_text()
+    assert f'"uid": "{source["uid"]}"' in dashboard
+
+
+@pytest.mark.parametrize(
+    ("breakage", "expected"),
+    [
+        (lambda c: c["services"]["catsdogs"].pop("healthcheck"), "catsdogs: no healthcheck"),
+        (lambda c: c["services"].pop("grafana"), "missing services"),
+        (lambda c: c["services"]["grafana"].update(ports=["3000:3000"]), "grafana: port"),
+        (lambda c: c.pop("volumes"), "is not declared"),
+        (
+            lambda c: c["services"]["prometheus"]["volumes"].remove("prometheus-data:/prometheus"),
+            "prometheus: /prometheus is not on a named volume",
+        ),
+        (
+            lambda c: c["services"]["mlflow"]["volumes"].remove(
+                "mlflow-artifacts:/mlflow/artifacts"
+            ),
+            "mlflow: artifact store",
+        ),
+        (
+            lambda c: c["services"]["catsdogs"]["environment"].update(
+                MLFLOW_TRACKING_URI="http://localhost:5000"
+            ),
+            "MLFLOW_TRACKING_URI",
+        ),
+        (
+            lambda c: c["services"]["prometheus"]["volumes"].append(
+                "../prometheus/missing.yml:/etc/prometheus/missing.yml:ro"
+            ),
+            "does not exist",
+        ),
+        (
+            lambda c: c["services"]["mlflow"]["healthcheck"].update(test=["CMD", "true"]),
+            "mlflow: healthcheck does not probe /health",
+        ),
+    ],
+)
+def test_checker_rejects_a_broken_copy(tmp_path, breakage, expected):
+    compose = copy.deepcopy(_load(COMPOSE))
+    breakage(compose)
+    # Same depth below a root as deploy/compose/, with the real config files beside it, so
+    # only the breakage differs.
+    broken = tmp_path / "compose" / "docker-compose.yml"
+    broken.parent.mkdir()
+    (tmp_path / "prometheus").symlink_to(ROOT / "deploy" / "prometheus")
+    (tmp_path / "grafana").symlink_to(ROOT / "deploy" / "grafana")
+    broken.write_text(yaml.safe_dump(compose))
+    problems = compose_problems(broken)
+    assert any(expected in problem for problem in problems), problems
+
+
+def test_checker_rejects_a_prometheus_config_without_the_service(tmp_path):
+    config = _load(PROMETHEUS_CONFIG)
+    for job in config["scrape_configs"]:
+        for static in job["static_configs"]:
+            static["targets"] = [
+                target.replace("catsdogs:3000", "catsdogs:8080") for target in static["targets"]
+            ]
+    broken = tmp_path / "prometheus.yml"
+    broken.write_text(yaml.safe_dump(config))
+    assert any("does not scrape catsdogs:3000" in p for p in compose_problems(COMPOSE, broken))

@@ -1,0 +1,252 @@
+"""deploy/k8s: the Kustomize base renders, every object is valid against the Kubernetes 1.30
+schemas (offline, kubernetes-validate, strict: unknown fields are errors too), and the
+manifests follow the deployment policy: probes, resources, non-root read-only container,
+and the objects reference each other correctly."""
+
+import copy
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+from conftest import ROOT
+
+BASE = ROOT / "deploy" / "k8s"
+K8S_VERSION = "1.30.0"
+PLACEHOLDER_IMAGE = "ghcr.io/OWNER/catsdogs"
+SUPPORTED_KUSTOMIZE_KEYS = {"apiVersion", "kind", "resources", "images", "labels"}
+
+
+def render(base: Path, image_override: tuple[str, str] | None = None) -> list[dict]:
+    """What `kubectl kustomize BASE` gives for the subset of Kustomize the base uses:
+    `resources` (files), `images` (newName/newTag) and `labels` (metadata labels only)."""
+    kustomization = yaml.safe_load((base / "kustomization.yaml").read_text())
+    unsupported = set(kustomization) - SUPPORTED_KUSTOMIZE_KEYS
+    assert not unsupported, f"render() does not implement {unsupported}: extend it"
+    objects = []
+    for resource in kustomization["resources"]:
+        path = base / resource
+        assert path.is_file(), f"kustomization.yaml lists a missing resource: {resource}"
+        objects.extend(doc for doc in yaml.safe_load_all(path.read_text()) if doc)
+    images = {entry["name"]: entry for entry in kustomization.get("images", [])}
+    if image_override:
+        images[PLACEHOLDER_IMAGE] = {"name": PLACEHOLDER_IMAGE, "newName": image_override[0],
+                                     "newTag": image_override[1]}  # fmt: skip
+    for entry in kustomization.get("labels", []):
+        assert not entry.get("includeSelectors"), "render() only supports metadata labels"
+        for obj in objects:
+            obj["metadata"].setdefault("labels", {}).update(entry["pairs"])
+    for obj in objects:
+        for container in pod_spec(obj).get("containers", []) if obj["kind"] == "Deployment" else []:
+            name = container["image"].split(":")[0]
+            if name in images:
+                entry = images[name]
+                container["image"] = f"{entry.get('newName', name)}:{entry.get('newTag', 'latest')}"
+    return objects
+
+
+def validate(obj: dict) -> None:
+    """Raise kubernetes_validate.ValidationError (or SchemaNotFoundError) when invalid."""
+    kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+def pod_spec(deployment: dict) -> dict:
+    return deployment["spec"]["template"]["spec"]
+
+
+@pytest.fixture(scope="module")
+def objects() -> list[dict]:
+    return render(BASE)
+
+
+def by_kind(objects: list[dict], kind: str) -> dict:
+    matches = [obj for obj in objects if obj["kind"] == kind]
+    assert len(matches) == 1, f"expected one {kind}, found {len(matches)}"
+    return matches[0]
+
+
+@pytest.fixture(scope="module")
+def deployment(objects):
+    return by_kind(objects, "Deployment")
+
+
+@pytest.fixture(scope="module")
+def container(deployment):
+    containers = pod_spec(deployment)["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+def test_renders_the_expected_objects(objects):
+    kinds = sorted(obj["kind"] for obj in objects)
+    assert kinds == ["ConfigMap", "Deployment", "HorizontalPodAutoscaler", "Service"]
+    for obj in objects:
+        assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "catsdogs"
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_every_object_is_schema_valid(objects, index):
+    validate(objects[index])
+
+
+def test_image_placeholder_and_override(container):
+    assert container["image"] == f"{PLACEHOLDER_IMAGE}:latest"
+    rendered = render(BASE, ("ghcr.io/acme/catsdogs", "abc123"))
+    deployment = by_kind(rendered, "Deployment")
+    assert pod_spec(deployment)["containers"][0]["image"] == "ghcr.io/acme/catsdogs:abc123"
+
+
+def test_container_runs_serve_on_port_3000(container):
+    assert container["args"] == ["serve"]
+    assert [(p["name"], p["containerPort"]) for p in container["ports"]] == [("http", 3000)]
+
+
+def probe_port(container: dict, probe: dict) -> int:
+    port = probe["httpGet"]["port"]
+    if isinstance(port, str):
+        port = {p["name"]: p["containerPort"] for p in container["ports"]}[port]
+    return port
+
+
+def test_probes(container):
+    for name, path in [("livenessProbe", "/livez"), ("readinessProbe", "/readyz")]:
+        probe = container[name]
+        assert probe["httpGet"]["path"] == path, name
+        assert probe_port(container, probe) == 3000, name
+    startup = container["startupProbe"]
+    assert probe_port(container, startup) == 3000
+    # Generous enough for loading and warming up the model on a slow node (>= 3 minutes).
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 180
+
+
+def test_resources_requests_and_limits(container):
+    resources = container["resources"]
+    for kind in ("requests", "limits"):
+        assert set(resources[kind]) >= {"cpu", "memory"}, kind
+    # Measured: ~1 GB model process + ~0.7 GB per HTTP worker; 1 worker per pod.
+    assert resources["requests"]["memory"] == "2Gi"
+    assert resources["limits"]["memory"] == "3Gi"
+
+
+def test_security_context(deployment, container):
+    pod_security = pod_spec(deployment)["securityContext"]
+    assert pod_security["runAsNonRoot"] is True
+    assert pod_security["runAsUser"] == 1034  # BentoML images' `bentoml` user
+    security = container["securityContext"]
+    assert security["runAsNonRoot"] is True
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"]
+
+
+def test_writable_dirs_are_empty_dirs(deployment, container, objects):
+    volumes = {v["name"]: v for v in pod_spec(deployment)["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    env = {e["name"]: e["value"] for e in container.get("env", [])}
+    config = by_kind(objects, "ConfigMap")["data"]
+    writable = ["/tmp", env["BENTOML_HOME"], config["CATSDOGS_MONITORING_DIR"]]
+    for path in writable:
+        assert path in mounts, f"{path} is not mounted: the root filesystem is read-only"
+        assert "emptyDir" in volumes[mounts[path]], path
+
+
+def test_env_from_references_the_config_map(container, objects):
+    config = by_kind(objects, "ConfigMap")
+    refs = [source["configMapRef"]["name"] for source in container["envFrom"]]
+    assert refs == [config["metadata"]["name"]]
+    for key in ("CATSDOGS_MAX_BYTES", "CATSDOGS_MAX_PIXELS", "CATSDOGS_MIN_SIDE",
+                "CATSDOGS_MAX_FILES", "CATSDOGS_WORKERS", "CATSDOGS_MONITORING_DIR"):  # fmt: skip
+        assert isinstance(config["data"][key], str), key
+
+
+def test_service_selects_the_pods(objects, deployment):
+    service = by_kind(objects, "Service")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    selector = service["spec"]["selector"]
+    assert selector
+    assert selector.items() <= pod_labels.items()
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert service["spec"]["type"] == "ClusterIP"
+    [port] = service["spec"]["ports"]
+    assert port["port"] == 80
+    container = pod_spec(deployment)["containers"][0]
+    assert probe_port(container, {"httpGet": {"port": port["targetPort"]}}) == 3000
+    annotations = service["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == "3000"
+    assert annotations["prometheus.io/path"] == "/metrics"
+
+
+def test_hpa_targets_the_deployment(objects, deployment):
+    hpa = by_kind(objects, "HorizontalPodAutoscaler")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    target = hpa["spec"]["scaleTargetRef"]
+    assert (target["apiVersion"], target["kind"], target["name"]) == (
+        "apps/v1", "Deployment", deployment["metadata"]["name"]
+    )  # fmt: skip
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 10)
+    [metric] = hpa["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu"
+    assert metric["resource"]["target"]["type"] == "Utilization"
+    # The HPA owns the replica count: a fixed one would be reset on every apply.
+    assert "replicas" not in deployment["spec"]
+
+
+# Negative cases: the validator must reject broken copies of the real objects.
+
+
+def break_port(objects):
+    pod_spec(by_kind(objects, "Deployment"))["containers"][0]["ports"][0]["containerPort"] = "abc"
+
+
+def drop_selector(objects):
+    del by_kind(objects, "Deployment")["spec"]["selector"]
+
+
+def typo_field(objects):
+    container = pod_spec(by_kind(objects, "Deployment"))["containers"][0]
+    container["readinesProbe"] = container.pop("readinessProbe")
+
+
+def bad_hpa_bound(objects):
+    by_kind(objects, "HorizontalPodAutoscaler")["spec"]["maxReplicas"] = "ten"
+
+
+def drop_service_port(objects):
+    del by_kind(objects, "Service")["spec"]["ports"][0]["port"]
+
+
+@pytest.mark.parametrize(
+    "breakage", [break_port, drop_selector, typo_field, bad_hpa_bound, drop_service_port]
+)
+def test_broken_copies_fail_validation(objects, breakage):
+    broken = copy.deepcopy(objects)
+    breakage(broken)
+    failures = []
+    for obj in broken:
+        try:
+            validate(obj)
+        except kubernetes_validate.ValidationError as error:
+            failures.append(error)
+    assert len(failures) == 1, f"{breakage.__name__} was not caught"
+
+
+def test_broken_file_on_disk_fails(tmp_path):
+    """End to end: a base copied to disk with a broken deployment.yaml renders but fails."""
+    for path in BASE.iterdir():
+        (tmp_path / path.name).write_text(path.read_text())
+    deployment = tmp_path / "deployment.yaml"
+    text = deployment.read_text()
+    assert "containerPort: 3000" in text
+    deployment.write_text(text.replace("containerPort: 3000", 'containerPort: "abc"'))
+    broken = by_kind(render(tmp_path), "Deployment")
+    with pytest.raises(kubernetes_validate.ValidationError):
+        validate(broken)
+
+
+def test_missing_resource_file_fails(tmp_path):
+    for path in BASE.iterdir():
+        if path.name != "hpa.yaml":
+            (tmp_path / path.name).write_text(path.read_text())
+    with pytest.raises(AssertionError, match="missing resource"):
+        render(tmp_path)
