@@ -1,0 +1,328 @@
+"""The Bento's container image: `bentoml containerize` builds it, podman runs it, and it serves
+real photos as a non-root user, without training code, data, secrets or mlflow.
+
+Runs with podman/buildah (no Docker daemon needed; CI installs them in .ci/run). Where no
+registry is reachable, scripts/offline_base_image.sh provides a Debian stand-in for the
+python:3.11-slim base (it does nothing where the real image can be pulled). The image build
+installs tensorflow-cpu from the package index, so the fixture takes minutes.
+
+Measurements (image size, start-to-ready seconds, memory under a short load) are printed
+(`pytest -s`) and written to container_metrics.json in the test's temporary folder.
+"""
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import ROOT, SAMPLE_DIR
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("podman") is None,
+    reason="podman is not installed (CI installs podman, buildah, runc and debootstrap)",
+)
+
+BENTOML_CLI = Path(sys.executable).parent / "bentoml"
+# runc and explicit ulimits: crun refuses hybrid cgroups, and podman's default rlimits are
+# not permitted on machines like CI's (../shared/notes/containers.md).
+CONTAINERS_CONF = ROOT / "scripts" / "containers.conf"
+READY_TIMEOUT = 300
+LOAD_REQUESTS, LOAD_THREADS = 64, 16
+
+# Sums VmRSS over every process in the container (except this probe itself), in kB.
+RSS_PROBE = """
+import json, os
+me, out = os.getpid(), {}
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    if int(pid) == me:
+        continue
+    try:
+        status = open(f"/proc/{pid}/status").read()
+        cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\\0", b" ").decode()
+    except OSError:
+        continue
+    rss = [line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")]
+    if rss:
+        out[pid] = [int(rss[0]), cmd[:160].strip()]
+print(json.dumps(out))
+"""
+
+
+@dataclass
+class RunningImage:
+    image: str
+    container: str
+    url: str
+    bento_tag: str
+    model_tag: str
+    metrics: dict = field(default_factory=dict)
+
+
+def _env() -> dict[str, str]:
+    env = {**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)}
+    env.setdefault("BUILDAH_ISOLATION", "chroot")
+    return env
+
+
+def _run(*args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        list(args), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=timeout
+    )
+    if check:
+        assert result.returncode == 0, (
+            f"{' '.join(args)} failed ({result.returncode}):\n"
+            f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
+    return result
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _build_bento(model_tag: str) -> str:
+    result = subprocess.run(
+        [str(BENTOML_CLI), "build", "--output", "tag"],
+        cwd=ROOT,
+        env={**_env(), "CATSDOGS_MODEL_TAG": model_tag},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, f"bentoml build failed:\n{result.stderr[-3000:]}"
+    match = re.search(r"__tag__:(\S+)", result.stdout)
+    assert match, f"no bento tag in the build output:\n{result.stdout}"
+    return match.group(1)
+
+
+def _wait_ready(url: str, container: str) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while True:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        state = _run("podman", "inspect", "--format", "{{.State.Running}}", container)
+        if state.stdout.strip() != "true":
+            logs = _run("podman", "logs", container, check=False)
+            raise RuntimeError(f"container exited early:\n{(logs.stdout + logs.stderr)[-3000:]}")
+        if time.monotonic() > deadline:
+            logs = _run("podman", "logs", container, check=False)
+            raise RuntimeError(
+                f"not ready in {READY_TIMEOUT} s:\n{(logs.stdout + logs.stderr)[-3000:]}"
+            )
+        time.sleep(0.5)
+
+
+def _container_rss(container: str) -> dict[str, list]:
+    result = _run("podman", "exec", container, "python", "-c", RSS_PROBE, timeout=60)
+    return json.loads(result.stdout)
+
+
+def _cgroup_memory(container: str) -> int | None:
+    """The container's cgroup memory use in bytes (podman stats), or None if unavailable."""
+    result = _run("podman", "stats", "--no-stream", "--format", "json", container, check=False)
+    if result.returncode != 0:
+        return None
+    try:
+        stats = json.loads(result.stdout)
+        usage = stats[0]["mem_usage"].split("/")[0].strip()  # e.g. "812.3MB / 24.1GB"
+        number, unit = re.fullmatch(r"([\d.]+)\s*([kKMGT]?i?B)", usage).groups()
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return None
+    scale = {"B": 1, "kB": 1e3, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12}
+    scale |= {"KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+    return int(float(number) * scale.get(unit, 1))
+
+
+@pytest.fixture(scope="module")
+def running_image(trained_model, tmp_path_factory) -> Iterator[RunningImage]:
+    """Bento -> base image (stand-in if needed) -> containerize -> `podman run ... serve`."""
+    workdir = tmp_path_factory.mktemp("container")
+    model_tag = trained_model.registered.bento_tag
+    suffix = uuid.uuid4().hex[:8]
+    image = f"localhost/catsdogs-test:{suffix}"
+    container = f"catsdogs-test-{suffix}"
+    metrics: dict = {"image": image}
+    try:
+        bento_tag = _build_bento(model_tag)
+        metrics["bento"] = bento_tag
+        _run("bash", str(ROOT / "scripts" / "offline_base_image.sh"), timeout=900)
+
+        backend = "buildah" if shutil.which("buildah") else "podman"
+        started = time.monotonic()
+        _run(
+            str(BENTOML_CLI), "containerize", bento_tag,
+            "--backend", backend, "--opt", "isolation=chroot", "--image-tag", image,
+            timeout=2400,
+        )  # fmt: skip
+        metrics["containerize_seconds"] = round(time.monotonic() - started, 1)
+        size = _run("podman", "image", "inspect", "--format", "{{.Size}}", image)
+        metrics["image_size_bytes"] = int(size.stdout.strip())
+
+        port = _free_port()
+        started = time.monotonic()
+        _run(
+            "podman", "run", "-d", "--name", container,
+            "-p", f"127.0.0.1:{port}:3000", image, "serve",
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        _wait_ready(url, container)
+        metrics["start_to_ready_seconds"] = round(time.monotonic() - started, 1)
+        yield RunningImage(image, container, url, bento_tag, model_tag, metrics)
+    finally:
+        _run("podman", "rm", "-f", "--time", "10", container, check=False, timeout=120)
+        _run("podman", "rmi", "-f", image, check=False, timeout=300)
+        report = workdir / "container_metrics.json"
+        report.write_text(json.dumps(metrics, indent=2))
+        print(f"\ncontainer metrics ({report}):\n{json.dumps(metrics, indent=2)}")
+
+
+def test_container_passes_the_smoke_test(running_image):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "smoke_test.py"), running_image.url],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    health = httpx.get(f"{running_image.url}/health", timeout=30).json()
+    assert health == {"status": "ok", "model": running_image.model_tag}
+
+
+def test_container_runs_as_a_non_root_user(running_image):
+    uid = _run("podman", "exec", running_image.container, "id", "-u").stdout.strip()
+    assert uid != "0"
+    user = _run("podman", "image", "inspect", "--format", "{{.Config.User}}", running_image.image)
+    assert user.stdout.strip() not in ("", "0", "root")
+
+
+def test_image_holds_no_training_code_data_or_secrets(running_image):
+    mount = Path(_run("podman", "image", "mount", running_image.image).stdout.strip())
+    try:
+        bento = mount / "home" / "bentoml" / "bento"
+        src = bento / "src"
+        assert (src / "service.py").is_file(), sorted(p.name for p in bento.iterdir())
+        sources = {p.relative_to(src).as_posix() for p in src.rglob("*")}
+        for excluded in ("training", "tests", "data", "mlruns", ".venv", "notebooks"):
+            assert excluded not in sources, excluded
+        # uv's download cache under /root/.cache (kept when the builder has no cache mounts)
+        # holds third-party sources, not the project's: measured, not searched.
+        cache = mount / "root" / ".cache"
+        cache_bytes = sum(p.stat().st_size for p in cache.rglob("*") if p.is_file())
+        running_image.metrics["build_cache_in_image_mb"] = round(cache_bytes / 2**20, 1)
+        found = [
+            p.relative_to(mount).as_posix()
+            for root in (bento, mount / "root", mount / "home")
+            for p in root.rglob("*")
+            if not p.is_relative_to(cache)
+            and (
+                p.suffix in (".jpg", ".jpeg", ".db")
+                or p.name in ("mlflow.db", ".env", ".netrc", "credentials", ".git-credentials")
+                or p.name in ("mlruns", ".aws", ".ssh", ".git")
+            )
+        ]
+        assert not found, found
+    finally:
+        _run("podman", "image", "unmount", running_image.image, check=False)
+    env = _run(
+        "podman", "image", "inspect", "--format", "{{json .Config.Env}}", running_image.image
+    )
+    secret_names = [
+        item.split("=", 1)[0]
+        for item in json.loads(env.stdout)
+        if re.search(r"SECRET|TOKEN|PASSWORD|API_KEY|ACCESS_KEY", item.split("=", 1)[0])
+    ]
+    assert not secret_names, secret_names
+
+
+def test_image_python_has_no_mlflow(running_image):
+    probe = (
+        "import importlib.util as u, sys; print(sys.prefix); "
+        "print([m for m in ('mlflow', 'sklearn', 'matplotlib', 'typer', 'training') "
+        "if u.find_spec(m)])"
+    )
+    result = _run("podman", "exec", running_image.container, "python", "-c", probe)
+    prefix, found = result.stdout.strip().splitlines()
+    assert prefix == "/app/.venv"
+    assert found == "[]", found
+
+
+def test_container_memory_under_load(running_image):
+    photos = sorted(SAMPLE_DIR.glob("*/*.jpg"))
+    photos = (photos * (LOAD_REQUESTS // len(photos) + 1))[:LOAD_REQUESTS]
+    metrics = running_image.metrics
+    idle = _container_rss(running_image.container)
+    metrics["rss_idle_mb"] = round(sum(v[0] for v in idle.values()) / 1024, 1)
+    metrics["cgroup_memory_idle_mb"] = _mb(_cgroup_memory(running_image.container))
+
+    peak = {"rss_kb": 0, "cgroup": 0, "processes": {}}
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            try:
+                rss = _container_rss(running_image.container)
+            except (AssertionError, ValueError, subprocess.TimeoutExpired):
+                continue
+            total = sum(v[0] for v in rss.values())
+            if total > peak["rss_kb"]:
+                peak["rss_kb"], peak["processes"] = total, rss
+            peak["cgroup"] = max(peak["cgroup"], _cgroup_memory(running_image.container) or 0)
+            done.wait(0.5)
+
+    def post(photo: Path) -> tuple[int, str, str]:
+        response = httpx.post(
+            f"{running_image.url}/predict",
+            files={"file": (photo.name, photo.read_bytes())},
+            timeout=120,
+        )
+        label = response.json().get("label", "") if response.status_code == 200 else ""
+        return response.status_code, label, photo.parent.name
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    started = time.monotonic()
+    try:
+        with ThreadPoolExecutor(LOAD_THREADS) as pool:
+            results = list(pool.map(post, photos))
+    finally:
+        elapsed = time.monotonic() - started
+        done.set()
+        sampler.join(timeout=90)
+    final = _container_rss(running_image.container)
+    final_kb = sum(v[0] for v in final.values())
+    if final_kb > peak["rss_kb"]:
+        peak["rss_kb"], peak["processes"] = final_kb, final
+
+    metrics["load"] = f"{LOAD_REQUESTS} POST /predict from {LOAD_THREADS} threads"
+    metrics["load_seconds"] = round(elapsed, 1)
+    metrics["rss_peak_under_load_mb"] = round(peak["rss_kb"] / 1024, 1)
+    metrics["cgroup_memory_peak_under_load_mb"] = _mb(peak["cgroup"] or None)
+    metrics["rss_by_process_mb"] = [
+        [round(kb / 1024, 1), cmd] for kb, cmd in sorted(peak["processes"].values(), reverse=True)
+    ]
+    statuses = [status for status, _, _ in results]
+    assert statuses == [200] * LOAD_REQUESTS, statuses
+    wrong = sum(label != truth for _, label, truth in results)
+    metrics["load_misclassified"] = wrong
+    assert wrong <= LOAD_REQUESTS // 4, results  # the fast sample model is not perfect
+
+
+def _mb(value: int | None) -> float | None:
+    return None if value is None else round(value / 2**20, 1)
