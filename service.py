@@ -55,10 +55,10 @@ class Classifier:
         self.classifier.warm_up()  # readiness waits for this: no request pays for tracing
 
     # Measured with benchmarks/model_latency.py on 2 CPU cores (README, "Batching"): images/s
-    # peaks at batches of 4-8 (~30/s) and falls beyond 16 (~23/s at 16, ~18/s at 32), so larger
-    # batches only add latency. 64 concurrent clients queue ~8 batches of 8 at ~270-300 ms:
-    # ~2.4 s on an idle machine. A burst of 64 with the CPU shared (other servers running)
-    # got 503s at 5 s; 15 s keeps a margin for a busy machine, well inside the 60 s timeout.
+    # peaks at batches of 4-8 (~53/s idle) and falls beyond (47/s at 16, 37/s at 32), so
+    # larger batches only add latency. 64 concurrent clients queue ~8 batches of 8 at ~150 ms
+    # (~1.2 s) on an idle machine, but a shared CPU made that several times longer and gave
+    # 503s at max_latency_ms=5000; 15 s keeps the margin, well inside the 60 s timeout.
     @bentoml.api(batchable=True, max_batch_size=8, max_latency_ms=15_000)
     def classify(self, pixels: np.ndarray) -> np.ndarray:
         return self.classifier.predict_pixels(pixels)
