@@ -128,7 +128,6 @@ def test_json_round_trip_of_a_custom_config(tmp_path: Path) -> None:
         validation_fraction=0.15,
         test_fraction=0.05,
         flip=False,
-        cache_dir=tmp_path / "cache",
         force_champion=True,
     )
     restored = TrainConfig.model_validate_json(config.model_dump_json())
