@@ -8,8 +8,27 @@ BIN := $(VENV)/bin
 # Where it is missing, Keras downloads the weights itself on first use.
 PRETRAINED_WEIGHTS_DIR ?= ../shared/weights
 KERAS_CACHE := $(or $(KERAS_HOME),$(HOME)/.keras)/models
+# `make loadtest`: locust against a running service (loadtests/README.md), e.g.
+# make loadtest HOST=http://127.0.0.1:3000 USERS=20 SPAWN_RATE=5 DURATION=60s [PHOTOS=data/sample]
+# An environment $HOST that is not a URL (zsh and tcsh set it to the machine name) is ignored.
+HOST ?= http://127.0.0.1:3000
+ifeq ($(origin HOST)$(filter http://% https://%,$(HOST)),environment)
+HOST := http://127.0.0.1:3000
+endif
+USERS ?= 20
+SPAWN_RATE ?= 5
+DURATION ?= 60s
+# Folder with cat/ and dog/ photos; empty: ../shared/datasets/catsdogs if present, else data/sample.
+PHOTOS ?=
+LOADTEST_REPORTS ?= reports/loadtest
+# Further locust or locustfile options, e.g. LOCUST_ARGS="--max-p95-ms 300 --wait-min 0.5".
+LOCUST_ARGS ?=
 
-.PHONY: run test lint install weights clean
+# `make benchmark`: the serving benchmark (benchmarks/README.md) on a trained model.
+MODEL ?= catsdogs:latest
+BENCHMARK_PHOTOS ?= $(or $(wildcard ../shared/datasets/catsdogs),data/sample)
+
+.PHONY: run test lint install weights clean loadtest benchmark
 
 run: install weights
 	$(BIN)/catsdogs train
@@ -34,6 +53,17 @@ weights:
 	@if [ -d "$(PRETRAINED_WEIGHTS_DIR)" ]; then \
 		mkdir -p "$(KERAS_CACHE)" && cp -n "$(PRETRAINED_WEIGHTS_DIR)"/*.h5 "$(KERAS_CACHE)/" && \
 		echo "Keras cache seeded from $(PRETRAINED_WEIGHTS_DIR)"; fi
+
+loadtest: install
+	mkdir -p $(LOADTEST_REPORTS)
+	$(BIN)/locust -f loadtests/locustfile.py --headless --host $(HOST) \
+		-u $(USERS) -r $(SPAWN_RATE) -t $(DURATION) $(if $(PHOTOS),--photos "$(PHOTOS)") \
+		--csv $(LOADTEST_REPORTS)/locust --html $(LOADTEST_REPORTS)/locust.html --only-summary \
+		$(LOCUST_ARGS)
+
+benchmark: install weights
+	$(BIN)/python benchmarks/serving.py run --model $(MODEL) --photos $(BENCHMARK_PHOTOS) \
+		--out reports/benchmark
 
 # Regenerate requirements.lock after changing a pin in pyproject.toml.
 lock: install

@@ -1,18 +1,17 @@
 """The catsdogs BentoML service: `bentoml serve` (or `bentoml serve service:CatsDogs`).
 
-Two services in one deployment:
-  CatsDogs  - HTTP entry: validates and preprocesses each upload on its own, so one bad file
-              is answered 4xx alone and never reaches (or fails) a batch of other clients'.
-  Classifier - the model behind BentoML's adaptive batching: only valid pixel arrays arrive.
-The logic lives in the `catsdogs` package; this file only wires it to BentoML.
+One service, one process per worker: each upload is validated and decoded on its own (a bad
+file is answered 4xx alone), then its pixels join the next adaptive batch of the exported model
+run by ONNX Runtime (catsdogs.batching: a lone request runs at once, concurrent ones share a
+call). The logic lives in the `catsdogs` package; this file only wires it to BentoML.
 """
 
 import asyncio
-import logging
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import aiohttp
 import bentoml
 import numpy as np
 from starlette.applications import Starlette
@@ -20,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from catsdogs.batching import AdaptiveBatcher, OverloadedError
 from catsdogs.models import classifier_from_bento_model
 from catsdogs.predict import to_predictions
 from catsdogs.serving import (
@@ -31,7 +31,6 @@ from catsdogs.serving import (
     log_prediction,
     read_upload,
     service_metrics,
-    stack_pixels,
     to_response,
 )
 
@@ -40,28 +39,6 @@ configure_request_logging()
 MODEL = bentoml.models.BentoModel(SETTINGS.model_tag)
 # No content-type check: images are recognised by their bytes, whatever name or type they carry.
 ImageFile = Path
-CLASSIFIER_ATTEMPTS = 3
-logger = logging.getLogger("catsdogs.service")
-
-
-@bentoml.service(workers=1, traffic={"timeout": 60})
-class Classifier:
-    """The model, called through a compiled, warmed-up function in adaptive batches."""
-
-    model = MODEL
-
-    def __init__(self) -> None:
-        self.classifier = classifier_from_bento_model(self.model)
-        self.classifier.warm_up()  # readiness waits for this: no request pays for tracing
-
-    # Measured with benchmarks/model_latency.py on 2 CPU cores (README, "Batching"): images/s
-    # peaks at batches of 4-8 (~53/s idle) and falls beyond (47/s at 16, 37/s at 32), so
-    # larger batches only add latency. 64 concurrent clients queue ~8 batches of 8 at ~150 ms
-    # (~1.2 s) on an idle machine, but a shared CPU made that several times longer and gave
-    # 503s at max_latency_ms=5000; 15 s keeps the margin, well inside the 60 s timeout.
-    @bentoml.api(batchable=True, max_batch_size=8, max_latency_ms=15_000)
-    def classify(self, pixels: np.ndarray) -> np.ndarray:
-        return self.classifier.predict_pixels(pixels)
 
 
 async def health(_: Request) -> JSONResponse:
@@ -71,6 +48,10 @@ async def health(_: Request) -> JSONResponse:
 @bentoml.service(
     workers=SETTINGS.workers,
     traffic={"timeout": 60},
+    # catsdogs.serving.RequestGuard writes one JSON line per request (with its request id);
+    # BentoML's own access log would repeat it, at a measurable cost per request.
+    logging={"access": {"enabled": False}},
+    tracing={"excluded_urls": ["/predict", "/predict_batch"]},
     monitoring={"enabled": True, "type": "default",
                 "options": {"log_path": str(SETTINGS.monitoring_dir)}},
 )  # fmt: skip
@@ -80,15 +61,24 @@ class CatsDogs:
     """Cats vs dogs: upload a photo to /predict (or several to /predict_batch)."""
 
     model = MODEL
-    classifier = bentoml.depends(Classifier)
 
     def __init__(self) -> None:
-        metadata = dict(self.model.info.metadata)
+        self.classifier = classifier_from_bento_model(
+            self.model, "onnx", threads=SETTINGS.inference_threads or None
+        )
+        self.classifier.warm_up()  # readiness waits for this: no request pays for it
         self.tag = str(self.model.tag)
-        self.image_size = int(metadata["image_size"])
-        self.class_names = tuple(metadata["class_names"])
         self.metrics = service_metrics()
-        self.metrics.set_model(self.class_names, self.tag, metadata)
+        self.metrics.set_model(self.classifier.class_names, self.tag, self.classifier.metadata)
+        self.batcher = AdaptiveBatcher(
+            self.classifier.predict_pixels,
+            max_batch_size=SETTINGS.max_batch_size,
+            max_queue=SETTINGS.max_queue,
+            on_batch=self.metrics.record_batch,
+        )
+        # Pillow releases the GIL while decoding: one thread per core decodes uploads while
+        # the model runs the previous batch.
+        self.decoder = ThreadPoolExecutor(len(os.sched_getaffinity(0)), "decode")
 
     @bentoml.api(route="/predict")
     async def predict(self, file: ImageFile, context: bentoml.Context) -> PredictionResponse:
@@ -106,41 +96,46 @@ class CatsDogs:
     async def _classify(self, files: list[Path], context: bentoml.Context):
         started = time.perf_counter()
         request_id = context.request.scope.get("state", {}).get("request_id", "")
+        loop = asyncio.get_running_loop()
         try:
             if len(files) > SETTINGS.max_files:
                 raise UploadError(
                     "too_many_files", f"{len(files)} files; the limit is {SETTINGS.max_files}"
                 )
-            uploads = await asyncio.to_thread(
-                lambda: [
-                    read_upload(path, self.image_size, SETTINGS.limits, f"file {index + 1}")
-                    for index, path in enumerate(files)
-                ]
+            image_size, limits = self.classifier.image_size, SETTINGS.limits
+            uploads = await asyncio.gather(*(
+                loop.run_in_executor(
+                    self.decoder, read_upload, path, image_size, limits, f"file {index + 1}"
+                )
+                for index, path in enumerate(files)
+            ))  # fmt: skip
+            probabilities = np.stack(
+                await asyncio.gather(*(self.batcher.submit(u.image.pixels) for u in uploads))
             )
-        except UploadError as error:
-            self.metrics.rejected.labels(reason=error.reason).inc()
-            context.response.status_code = error.status  # BentoML applies the context's status
+        except (UploadError, OverloadedError) as error:
+            reason, status = (
+                (error.reason, error.status)
+                if isinstance(error, UploadError)
+                else ("overloaded", 503)
+            )
+            self.metrics.rejected.labels(reason=reason).inc()
+            context.response.status_code = status  # BentoML applies the context's status
+            headers = {"Retry-After": "1"} if status == 503 else None
             return JSONResponse(
-                {"error": str(error), "reason": error.reason}, status_code=error.status
+                {"error": str(error), "reason": reason}, status_code=status, headers=headers
             )
-        probabilities = await self._call_classifier(stack_pixels(uploads))
-        predictions = to_predictions(probabilities, self.class_names)
+        predictions = to_predictions(probabilities, self.classifier.class_names)
         latency_ms = (time.perf_counter() - started) * 1000
+        # After the response is sent: the client does not wait for metrics and logs.
+        context.response.background.add_task(
+            self._record, uploads, predictions, latency_ms, request_id
+        )
+        return [to_response(prediction, self.tag) for prediction in predictions]
+
+    async def _record(self, uploads, predictions, latency_ms: float, request_id: str) -> None:
         for upload, prediction in zip(uploads, predictions, strict=True):
             self.metrics.record(upload, prediction)
             log_prediction(upload, prediction, self.tag, latency_ms, request_id)
-        return [to_response(prediction, self.tag) for prediction in predictions]
-
-    async def _call_classifier(self, pixels: np.ndarray) -> np.ndarray:
-        # BentoML's service-to-service client sometimes finds its pooled connection closed
-        # under load (aiohttp ServerDisconnectedError or ClientOSError; bentoml/BentoML#4238).
-        # Classifying is idempotent, so a fresh attempt is safe.
-        for _ in range(CLASSIFIER_ATTEMPTS - 1):
-            try:
-                return await self.classifier.to_async.classify(pixels)
-            except aiohttp.ClientConnectionError as error:
-                logger.warning("classifier connection lost (%r); retrying", error)
-        return await self.classifier.to_async.classify(pixels)
 
 
 CatsDogs.add_asgi_middleware(

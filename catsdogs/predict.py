@@ -1,17 +1,25 @@
-"""Classify preprocessed images with a trained model behind one compiled, warmed-up function."""
+"""Classify preprocessed images with a trained model, run by ONNX Runtime or by Keras.
 
-from collections.abc import Sequence
+Both runtimes take the same (N, size, size, 3) uint8 RGB batch that prepare_image returns and
+give the same class probabilities (within config.ONNX_TOLERANCE): the model scales its input
+itself. Serving uses ONNX Runtime only, so the service needs no TensorFlow.
+"""
+
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-import keras
 import numpy as np
-import tensorflow as tf
 
 from catsdogs.preprocessing import prepare_image
 
 # Bounds the memory of one model call when a caller hands over many images at once.
 _MAX_CALL_BATCH = 64
+
+InferFn = Callable[[np.ndarray], np.ndarray]
+"""uint8 (N, size, size, 3) -> float32 (N, number of classes) probabilities."""
 
 
 @dataclass(frozen=True)
@@ -22,37 +30,26 @@ class Prediction:
 
 
 class Classifier:
-    """A Keras model that takes (N, size, size, 3) uint8 RGB and returns class probabilities.
-
-    The model is called through a tf.function with a fixed input signature: an eager call or
-    model.predict per request costs several times more on CPU (see ../shared/notes/stack.md).
-    """
+    """A trained model behind one inference function, with its class names and image size."""
 
     def __init__(
         self,
-        model: keras.Model,
+        infer: InferFn,
         class_names: Sequence[str],
         image_size: int,
         source: str,
+        runtime: str,
         metadata: dict[str, Any] | None = None,
     ):
-        input_shape = tuple(model.input_shape[1:])
-        if input_shape != (image_size, image_size, 3):
-            raise ValueError(
-                f"model input shape {input_shape} does not match image_size {image_size}"
-            )
-        self.model = model
+        self._infer = infer
         self.class_names = tuple(class_names)
         self.image_size = image_size
         self.source = source
+        self.runtime = runtime
         self.metadata = dict(metadata or {})
-        self._infer = tf.function(
-            lambda pixels: model(pixels, training=False),
-            input_signature=[tf.TensorSpec((None, image_size, image_size, 3), tf.uint8)],
-        )
 
     def warm_up(self, batch_sizes: Sequence[int] = (1, 8, 32)) -> None:
-        """Trace the function and let oneDNN build its kernels before real traffic arrives."""
+        """Let the runtime build its kernels before real traffic arrives."""
         for size in batch_sizes:
             self.predict_pixels(np.zeros((size, self.image_size, self.image_size, 3), np.uint8))
 
@@ -60,11 +57,14 @@ class Classifier:
         """Probabilities, shape (N, number of classes), for a uint8 batch from prepare_image."""
         if len(pixels) == 0:
             return np.zeros((0, len(self.class_names)), np.float32)
+        expected = (self.image_size, self.image_size, 3)
+        if pixels.dtype != np.uint8 or pixels.shape[1:] != expected:
+            raise ValueError(f"expected uint8 images of shape {expected}, got {pixels.shape}")
         chunks = [
-            self._infer(tf.convert_to_tensor(pixels[start : start + _MAX_CALL_BATCH])).numpy()
+            self._infer(pixels[start : start + _MAX_CALL_BATCH])
             for start in range(0, len(pixels), _MAX_CALL_BATCH)
         ]
-        return np.concatenate(chunks).astype(np.float32)
+        return np.concatenate(chunks).astype(np.float32, copy=False)
 
     def predict_images(self, images: Sequence[bytes]) -> list[Prediction]:
         """Decode, preprocess and classify encoded images (raises InvalidImageError)."""
@@ -73,6 +73,53 @@ class Classifier:
 
     def to_predictions(self, probabilities: np.ndarray) -> list[Prediction]:
         return to_predictions(probabilities, self.class_names)
+
+
+def onnx_infer(path: Path, threads: int | None = None) -> InferFn:
+    """An ONNX Runtime session for an exported model, as an inference function.
+
+    threads: intra-op threads for one model call (default: all cores this process may use).
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
+    # One call at a time per session: no inter-op pool to compete with the call's own threads.
+    options.inter_op_num_threads = 1
+    # Idle intra-op threads sleep instead of spinning: in a server, the CPU they would burn
+    # between calls is what decoding and the HTTP handling need.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    [model_input] = session.get_inputs()
+    input_name = model_input.name
+
+    def infer(pixels: np.ndarray) -> np.ndarray:
+        return session.run(None, {input_name: pixels})[0]
+
+    return infer
+
+
+def keras_infer(model: Any, image_size: int) -> InferFn:
+    """A Keras model called through a tf.function with a fixed input signature.
+
+    An eager call or model.predict per request costs several times more on CPU
+    (../shared/notes/stack.md). Imports TensorFlow: training, evaluation and benchmarks only.
+    """
+    import tensorflow as tf
+
+    input_shape = tuple(model.input_shape[1:])
+    if input_shape != (image_size, image_size, 3):
+        raise ValueError(f"model input shape {input_shape} does not match image_size {image_size}")
+    function = tf.function(
+        lambda pixels: model(pixels, training=False),
+        input_signature=[tf.TensorSpec((None, image_size, image_size, 3), tf.uint8)],
+    )
+
+    def infer(pixels: np.ndarray) -> np.ndarray:
+        return function(tf.convert_to_tensor(pixels)).numpy()
+
+    infer.function = function  # for tests: one trace serves every batch size
+    return infer
 
 
 def to_predictions(probabilities: np.ndarray, class_names: Sequence[str]) -> list[Prediction]:

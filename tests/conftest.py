@@ -134,3 +134,20 @@ def server(trained_model, tmp_path_factory):
         CATSDOGS_WORKERS="2",
     ) as running:
         yield running
+
+
+@contextlib.contextmanager
+def serve_in_thread(handler: type):
+    """A ThreadingHTTPServer on a free loopback port, running handler; yields its base URL."""
+    import http.server
+    import threading
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=10)

@@ -25,6 +25,13 @@ ModelRef = Annotated[
         help="BentoML tag (catsdogs:latest) or MLflow URI (models:/catsdogs@champion).",
     ),
 ]
+Runtime = Annotated[
+    str | None,
+    typer.Option(
+        help="onnx (what the service runs; BentoML tags only) or keras. "
+        "Default: onnx for a BentoML tag, keras for an MLflow URI."
+    ),
+]
 
 
 @app.callback()
@@ -144,6 +151,7 @@ def train(
 def evaluate(
     data_dir: DataDir,
     model: ModelRef = f"{MODEL_NAME}:latest",
+    runtime: Runtime = None,
     split: Annotated[
         str,
         typer.Option(help="all, or one split of the content-hash split: train|validation|test."),
@@ -157,7 +165,7 @@ def evaluate(
 
     if split != "all" and split not in SPLITS:
         raise typer.BadParameter(f"split must be all or one of {SPLITS}")
-    classifier = _or_exit(lambda: load_classifier(model))
+    classifier = _or_exit(lambda: load_classifier(model, runtime))
     dataset = _or_exit(lambda: load_dataset(data_dir, classifier.image_size))
     if split == "all":
         pixels, labels = dataset.pixels, dataset.labels()
@@ -167,9 +175,10 @@ def evaluate(
         _exit(f"no valid labelled images in {data_dir} (split {split})")
     metrics = compute_metrics(labels, classifier.predict_pixels(pixels))
     if as_json:
-        typer.echo(json.dumps({"model": classifier.source, "split": split, **metrics}, indent=2))
+        report = {"model": classifier.source, "runtime": classifier.runtime, "split": split}
+        typer.echo(json.dumps({**report, **metrics}, indent=2))
     else:
-        typer.echo(f"model {classifier.source} on {data_dir} ({split})")
+        typer.echo(f"model {classifier.source} ({classifier.runtime}) on {data_dir} ({split})")
         typer.echo(format_metrics_table(metrics))
 
 
@@ -177,12 +186,13 @@ def evaluate(
 def predict(
     images: Annotated[list[Path], typer.Argument(help="Image files to classify.")],
     model: ModelRef = f"{MODEL_NAME}:latest",
+    runtime: Runtime = None,
 ) -> None:
     """Classify image files: one line each, label and confidence."""
     from catsdogs.models import load_classifier
     from catsdogs.preprocessing import InvalidImageError
 
-    classifier = _or_exit(lambda: load_classifier(model))
+    classifier = _or_exit(lambda: load_classifier(model, runtime))
     for path in images:
         try:
             [prediction] = classifier.predict_images([path.read_bytes()])

@@ -3,6 +3,7 @@
 import importlib.metadata
 import logging
 import math
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
-from catsdogs.config import KERAS_FILE_NAME
+from catsdogs.config import KERAS_FILE_NAME, ONNX_FILE_NAME
 from training.data import Dataset
 
 logger = logging.getLogger(__name__)
@@ -29,9 +30,11 @@ REPORTED_PACKAGES = (
     *MODEL_PACKAGES,
     "bentoml",
     "mlflow",
+    "onnxruntime",
     "pillow",
     "pydantic",
     "scikit-learn",
+    "tf2onnx",
     "catsdogs",
 )
 
@@ -104,6 +107,7 @@ def log_environment() -> None:
 def register_model(
     model: keras.Model,
     *,
+    onnx_path: Path,
     registered_name: str,
     example: np.ndarray,
     example_output: np.ndarray,
@@ -127,6 +131,7 @@ def register_model(
         pip_requirements=[f"{name}=={_version_of(name)}" for name in MODEL_PACKAGES],
     )
     version = str(info.registered_model_version)
+    mlflow.log_artifact(str(onnx_path), artifact_path="onnx")
     mlflow_uri = f"models:/{registered_name}/{version}"
 
     bento_metadata = {
@@ -139,10 +144,11 @@ def register_model(
     }
     with bentoml.models.create(
         registered_name,
-        labels={"framework": "keras", "mode": str(metadata.get("mode", ""))},
+        labels={"framework": "keras", "runtime": "onnx", "mode": str(metadata.get("mode", ""))},
         metadata=bento_metadata,
     ) as bento_model:
         model.save(bento_model.path_of(KERAS_FILE_NAME))
+        shutil.copyfile(onnx_path, bento_model.path_of(ONNX_FILE_NAME))
     bento_tag = str(bento_model.tag)
 
     client = mlflow.MlflowClient()

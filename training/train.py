@@ -1,6 +1,7 @@
 """Train the cats-vs-dogs classifier, top to bottom.
 
-    data -> model -> (fast | finetune | scratch) training -> test evaluation -> MLflow + BentoML
+    data -> model -> (fast | finetune | scratch) training -> test evaluation
+         -> ONNX export checked against Keras -> MLflow + BentoML
 
 Every run is an MLflow run: the whole resolved TrainConfig, the split manifest with its
 fingerprint, per-epoch metrics, phase timings, test metrics and plots, and the model (registered
@@ -19,10 +20,11 @@ import mlflow
 import numpy as np
 import tensorflow as tf
 
-from catsdogs.predict import Classifier
+from catsdogs.predict import Classifier, keras_infer
 from training import evaluate
 from training.config import TrainConfig
 from training.data import Dataset, load_dataset
+from training.export import check_onnx_parity, export_onnx
 from training.model import (
     build_feature_extractor,
     build_scratch_model,
@@ -121,14 +123,24 @@ def train(config: TrainConfig) -> TrainResult:
             "mode": config.mode,
             "dataset_fingerprint": dataset.fingerprint,
         }
-        classifier = Classifier(model, dataset.class_names, config.image_size, "training")
+        keras_model = keras_infer(model, config.image_size)
+        classifier = Classifier(
+            keras_model, dataset.class_names, config.image_size, "training", runtime="keras"
+        )
         probabilities = classifier.predict_pixels(x_test)
         test_metrics = evaluate.compute_metrics(y_test, probabilities)
         mlflow.log_metrics({f"test_{name}": value for name, value in test_metrics.items()})
         _log_plots(dataset, x_test, y_test, probabilities, [s.path for s in test_samples])
 
+        # Serving runs the ONNX export: it must give the test split the same probabilities.
+        onnx_path = export_onnx(model, Path(scratch) / "model.onnx", config.image_size)
+        onnx_difference = check_onnx_parity(keras_model, onnx_path, x_test)
+        mlflow.log_metric("onnx_max_abs_diff", onnx_difference)
+        metadata["onnx_max_abs_diff"] = onnx_difference
+
         registered = register_model(
             model,
+            onnx_path=onnx_path,
             registered_name=config.registered_model,
             example=x_test[:1],
             example_output=probabilities[:1],

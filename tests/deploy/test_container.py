@@ -1,10 +1,11 @@
 """The Bento's container image: `bentoml containerize` builds it, podman runs it, and it serves
-real photos as a non-root user, without training code, data, secrets or mlflow.
+real photos as a non-root user, without training code, data, secrets, mlflow or TensorFlow.
 
 Runs with podman/buildah (no Docker daemon needed; CI installs them in .ci/run). Where no
 registry is reachable, scripts/offline_base_image.sh provides a Debian stand-in for the
 python:3.11-slim base (it does nothing where the real image can be pulled). The image build
-installs tensorflow-cpu from the package index, so the fixture takes minutes.
+installs the serving dependencies (ONNX Runtime, no TensorFlow) from the package index, so the
+fixture takes a few minutes.
 
 Measurements (image size, start-to-ready seconds, memory under a short load) are printed
 (`pytest -s`) and written to container_metrics.json in the test's temporary folder.
@@ -251,11 +252,11 @@ def test_image_holds_no_training_code_data_or_secrets(running_image):
     assert not secret_names, secret_names
 
 
-def test_image_python_has_no_mlflow(running_image):
+def test_image_python_has_no_training_packages(running_image):
     probe = (
         "import importlib.util as u, sys; print(sys.prefix); "
-        "print([m for m in ('mlflow', 'sklearn', 'matplotlib', 'typer', 'training') "
-        "if u.find_spec(m)])"
+        "print([m for m in ('mlflow', 'sklearn', 'matplotlib', 'typer', 'training', "
+        "'tensorflow', 'keras', 'tf2onnx') if u.find_spec(m)])"
     )
     result = _run("podman", "exec", running_image.container, "python", "-c", probe)
     prefix, found = result.stdout.strip().splitlines()

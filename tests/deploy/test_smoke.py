@@ -5,10 +5,9 @@ import json
 import socket
 import subprocess
 import sys
-import threading
 
 import pytest
-from conftest import ROOT, SAMPLE_DIR
+from conftest import ROOT, SAMPLE_DIR, serve_in_thread
 
 SCRIPT = ROOT / "scripts" / "smoke_test.py"
 CAT = SAMPLE_DIR / "cat" / "cat.102.jpg"
@@ -98,14 +97,8 @@ class FakeService(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def fake_service():
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeService)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serve_in_thread(FakeService) as url:
+        yield url
 
 
 def test_predict_error_reports_status_and_body(fake_service):

@@ -5,18 +5,21 @@ import json
 from pathlib import Path
 
 import bentoml
+import keras
 import mlflow
 import numpy as np
 import pytest
 from conftest import SAMPLE_DIR
 from typer.testing import CliRunner
 
-from catsdogs.config import CLASS_NAMES
+from catsdogs.config import CLASS_NAMES, ONNX_TOLERANCE
 from catsdogs.models import load_classifier
+from catsdogs.preprocessing import read_image
 from training.cli import app
 from training.config import TrainConfig
 from training.data import load_dataset
 from training.evaluate import METRIC_NAMES
+from training.export import ExportMismatchError, check_onnx_parity, export_onnx
 from training.tracking import CHAMPION_ALIAS, decide_promotion
 from training.train import train
 
@@ -68,13 +71,14 @@ def test_run_records_config_data_metrics_and_artifacts(trained_model):
 def test_registry_and_bento_store_hold_the_same_model(trained_model, sample_images):
     registered = trained_model.registered
     from_mlflow = load_classifier(registered.mlflow_uri)
-    from_bento = load_classifier(registered.bento_tag)
+    from_bento = load_classifier(registered.bento_tag, runtime="keras")
     images = [path.read_bytes() for path in sample_images[::10]]
     probabilities_mlflow = [p.probabilities["dog"] for p in from_mlflow.predict_images(images)]
     probabilities_bento = [p.probabilities["dog"] for p in from_bento.predict_images(images)]
     np.testing.assert_allclose(probabilities_mlflow, probabilities_bento, atol=1e-6)
     assert from_bento.class_names == from_mlflow.class_names == CLASS_NAMES
     assert from_bento.image_size == from_mlflow.image_size == 224
+    assert (from_mlflow.runtime, from_bento.runtime) == ("keras", "keras")
 
     # Each store points to the other.
     bento_model = bentoml.models.get(registered.bento_tag)
@@ -88,16 +92,19 @@ def test_registry_and_bento_store_hold_the_same_model(trained_model, sample_imag
     assert version.run_id == trained_model.run_id
 
 
-def test_evaluate_command_reproduces_the_logged_test_metrics(trained_model):
+@pytest.mark.parametrize(("runtime", "tolerance"), [("keras", 1e-6), ("onnx", ONNX_TOLERANCE)])
+def test_evaluate_command_reproduces_the_logged_test_metrics(trained_model, runtime, tolerance):
     result = CliRunner().invoke(
         app,
         ["evaluate", str(SAMPLE_DIR), "--model", trained_model.registered.bento_tag,
-         "--split", "test", "--json"],
+         "--split", "test", "--json", "--runtime", runtime],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout[result.stdout.index("{") :])
+    assert metrics["runtime"] == runtime
     for name in METRIC_NAMES:
-        assert metrics[name] == pytest.approx(trained_model.test_metrics[name], abs=1e-6), name
+        expected = trained_model.test_metrics[name]
+        assert metrics[name] == pytest.approx(expected, abs=tolerance), name
 
 
 def test_predict_command_labels_photos_and_reports_bad_files(trained_model, tmp_path):
@@ -179,3 +186,41 @@ def _list_artifacts(client, run_id, path=None):
     for item in client.list_artifacts(run_id, path):
         found.extend(_list_artifacts(client, run_id, item.path) if item.is_dir else [item.path])
     return found
+
+
+def test_served_onnx_export_matches_the_keras_model(trained_model, sample_images):
+    """Serving runs the ONNX export: same probabilities as Keras on every sample photo
+    (within ONNX_TOLERANCE), so the same labels, and the check is recorded at training time."""
+    keras_model = load_classifier(trained_model.registered.bento_tag, runtime="keras")
+    onnx_model = load_classifier(trained_model.registered.bento_tag)  # the default: ONNX
+    assert onnx_model.runtime == "onnx"
+    pixels = np.stack([read_image(path, 224).pixels for path in sample_images])
+    expected, actual = keras_model.predict_pixels(pixels), onnx_model.predict_pixels(pixels)
+    assert np.max(np.abs(expected - actual)) <= ONNX_TOLERANCE
+    assert (expected.argmax(axis=1) == actual.argmax(axis=1)).all()
+
+    run = mlflow.MlflowClient().get_run(trained_model.run_id)
+    assert run.data.metrics["onnx_max_abs_diff"] <= ONNX_TOLERANCE
+    assert "onnx/model.onnx" in _list_artifacts(mlflow.MlflowClient(), trained_model.run_id)
+    bento_model = bentoml.models.get(trained_model.registered.bento_tag)
+    assert bento_model.info.metadata["onnx_max_abs_diff"] <= ONNX_TOLERANCE
+
+
+def test_export_refuses_an_onnx_file_that_computes_something_else(trained_model, tmp_path):
+    """The parity check can fail: another model's export differs from this model."""
+    bento_model = bentoml.models.get(trained_model.registered.bento_tag)
+    keras_model = load_classifier(trained_model.registered.bento_tag, runtime="keras")
+    pixels = np.random.default_rng(0).integers(0, 256, (4, 224, 224, 3), dtype=np.uint8)
+    assert (
+        check_onnx_parity(
+            keras_model.predict_pixels, Path(bento_model.path_of("model.onnx")), pixels
+        )
+        <= ONNX_TOLERANCE
+    )
+    other = keras.Sequential([keras.Input((224, 224, 3), dtype="uint8"),
+                              keras.layers.Rescaling(1 / 255.0),
+                              keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(2, activation="softmax")])  # fmt: skip
+    other_path = export_onnx(other, tmp_path / "other.onnx", 224)
+    with pytest.raises(ExportMismatchError, match="differs from the Keras model"):
+        check_onnx_parity(keras_model.predict_pixels, other_path, pixels)

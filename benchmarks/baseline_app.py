@@ -1,0 +1,42 @@
+"""The naive baseline for benchmarks/serving.py: the usual design, not something to deploy.
+
+The same trained model behind a plain FastAPI endpoint that calls it once per request, with
+no batching: FastAPI runs the sync endpoint in its thread pool, so concurrent requests call
+the model concurrently, one image each. Run by the benchmark as
+
+    CATSDOGS_MODEL_TAG=catsdogs:<version> BASELINE_RUNTIME=keras \
+        uvicorn --app-dir benchmarks baseline_app:app --port 3100
+"""
+
+import os
+
+from fastapi import FastAPI, HTTPException, UploadFile
+
+from catsdogs.models import load_bento_classifier
+from catsdogs.preprocessing import InvalidImageError
+
+CLASSIFIER = load_bento_classifier(
+    os.environ.get("CATSDOGS_MODEL_TAG", "catsdogs:latest"),
+    runtime=os.environ.get("BASELINE_RUNTIME", "keras"),
+)
+CLASSIFIER.warm_up((1,))
+app = FastAPI(title="catsdogs naive baseline")
+
+
+@app.get("/health")
+def health() -> dict[str, str]:
+    return {"status": "ok", "model": CLASSIFIER.source, "runtime": CLASSIFIER.runtime}
+
+
+@app.post("/predict")
+def predict(file: UploadFile) -> dict:
+    try:
+        [prediction] = CLASSIFIER.predict_images([file.file.read()])
+    except InvalidImageError as error:
+        raise HTTPException(400, str(error)) from None
+    return {
+        "label": prediction.label,
+        "confidence": prediction.confidence,
+        "probabilities": prediction.probabilities,
+        "model": CLASSIFIER.source,
+    }
