@@ -63,9 +63,8 @@ class CatsDogs:
     model = MODEL
 
     def __init__(self) -> None:
-        self.classifier = classifier_from_bento_model(
-            self.model, "onnx", threads=SETTINGS.inference_threads or None
-        )
+        threads = SETTINGS.threads or len(os.sched_getaffinity(0))
+        self.classifier = classifier_from_bento_model(self.model, "onnx", threads=threads)
         self.classifier.warm_up()  # readiness waits for this: no request pays for it
         self.tag = str(self.model.tag)
         self.metrics = service_metrics()
@@ -76,9 +75,9 @@ class CatsDogs:
             max_queue=SETTINGS.max_queue,
             on_batch=self.metrics.record_batch,
         )
-        # Pillow releases the GIL while decoding: one thread per core decodes uploads while
-        # the model runs the previous batch.
-        self.decoder = ThreadPoolExecutor(len(os.sched_getaffinity(0)), "decode")
+        # Pillow releases the GIL while decoding: these threads decode uploads while the
+        # model runs the previous batch.
+        self.decoder = ThreadPoolExecutor(threads, "decode")
 
     @bentoml.api(route="/predict")
     async def predict(self, file: ImageFile, context: bentoml.Context) -> PredictionResponse:

@@ -372,7 +372,7 @@ def run(
         workers, threads = (int(part) for part in config.split("x"))
         name = "service" if index == 0 else f"service_{config}"
         result.setdefault("service_configs", {})[name] = {"workers": workers, "threads": threads}
-        settings = {"CATSDOGS_WORKERS": str(workers), "CATSDOGS_INFERENCE_THREADS": str(threads)}
+        settings = {"CATSDOGS_WORKERS": str(workers), "CATSDOGS_THREADS": str(threads)}
         result[name] = serve_and_load(
             name, bentoml_serve, {**env, **settings}, port, bodies, levels, seconds
         )

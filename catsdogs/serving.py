@@ -43,10 +43,13 @@ class ServiceSettings(BaseModel):
 
     model_tag: str = f"{MODEL_NAME}:latest"
     workers: int = Field(1, gt=0, description="Serving processes, each with its own model.")
-    inference_threads: int = Field(
-        0, ge=0, description="ONNX Runtime threads per model call (0: every core available)."
+    threads: int = Field(
+        0,
+        ge=0,
+        description="Threads per worker for a model call and for decoding uploads "
+        "(0: every core the process may run on).",
     )
-    max_batch_size: int = Field(16, gt=0, description="Most images in one model call.")
+    max_batch_size: int = Field(32, gt=0, description="Most images in one model call.")
     max_queue: int = Field(
         256, gt=0, description="Most images waiting for the model before new ones get 503."
     )
@@ -71,7 +74,7 @@ class ServiceSettings(BaseModel):
         for field, variable in (
             ("model_tag", "CATSDOGS_MODEL_TAG"),
             ("workers", "CATSDOGS_WORKERS"),
-            ("inference_threads", "CATSDOGS_INFERENCE_THREADS"),
+            ("threads", "CATSDOGS_THREADS"),
             ("max_batch_size", "CATSDOGS_MAX_BATCH_SIZE"),
             ("max_queue", "CATSDOGS_MAX_QUEUE"),
             ("max_files", "CATSDOGS_MAX_FILES"),
@@ -341,16 +344,18 @@ async def _buffer_body(receive, limit: int):
         chunks.append(message.get("body", b""))
         size += len(chunks[-1])
         more = message.get("more_body", False)
+    body = b"".join(chunks)
+    del chunks  # one copy of the body in memory, not two (uploads may be 300 MB)
     replayed = False
 
     async def replay():
         nonlocal replayed
         if not replayed:
             replayed = True
-            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return {"type": "http.request", "body": body, "more_body": False}
         return await receive()
 
-    return replay, b"".join(chunks)
+    return replay, body
 
 
 async def _respond(send, status: int, body: bytes) -> None:

@@ -1,8 +1,9 @@
 """The HTTP service on bad, hostile and unusual uploads, against a real `bentoml serve`.
 
 Bad uploads get a 4xx JSON answer that says what was wrong (never a 500) and leave the server
-answering; unusual but valid images (other modes, formats, names and content types) are
-accepted and classified like the original photo.
+answering; more images than the model's queue holds get a 503 "overloaded" with Retry-After;
+unusual but valid images (other modes, formats, names and content types) are accepted and
+classified like the original photo.
 """
 
 import io
@@ -23,6 +24,7 @@ TIMEOUT = 120
 CANDIDATES_PER_CLASS = 16  # the default CATSDOGS_MAX_FILES: one /predict_batch per class
 LIMIT_MAX_BYTES = 200_000
 LIMIT_MAX_FILES = 3
+SMALL_QUEUE = 2  # CATSDOGS_MAX_QUEUE of the overload tests' server
 
 
 @dataclass(frozen=True)
@@ -213,6 +215,81 @@ def test_too_many_files_in_a_batch(limited_server, best):
     assert [answer["label"] for answer in response.json()] == [photo.label] * LIMIT_MAX_FILES
 
 
+# --- more images than the model's queue holds: 503 overloaded -------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_queue_server(trained_model, tmp_path_factory) -> Iterator:
+    """A server whose model queue holds SMALL_QUEUE images (one worker, so one queue)."""
+    with run_bentoml_serve(
+        "service:CatsDogs",
+        tmp_path_factory.mktemp("small-queue-server"),
+        trained_model.registered.bento_tag,
+        CATSDOGS_MAX_QUEUE=str(SMALL_QUEUE),
+        CATSDOGS_WORKERS="1",
+    ) as running:
+        yield running
+
+
+def _rejected(url: str, reason: str) -> float:
+    """catsdogs_rejected_inputs_total{reason} (counted before the answer is sent)."""
+    text = httpx.get(f"{url}/metrics", timeout=TIMEOUT).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "catsdogs_rejected_inputs_total" and sample.labels["reason"] == reason
+    )
+
+
+def test_more_images_than_the_queue_holds_get_503_overloaded(small_queue_server, best):
+    url, photo = small_queue_server.url, best["cat"]
+    before = _rejected(url, "overloaded")
+    # One request's images join the queue together, before the model takes any of them.
+    files = [("file", (photo.path.name, photo.path.read_bytes()))] * (SMALL_QUEUE + 1)
+    response = _post(url, "/predict_batch", files=files)
+    _assert_refused(response, 503, "overloaded", "retry")
+    assert response.headers["retry-after"] == "1"
+    assert _rejected(url, "overloaded") == before + 1
+    # As many images as the queue holds are classified; so is a single photo.
+    response = _post(url, "/predict_batch", files=files[:SMALL_QUEUE])
+    assert response.status_code == 200, response.text
+    assert [answer["label"] for answer in response.json()] == [photo.label] * SMALL_QUEUE
+    _assert_still_serves(url, photo)
+    assert _rejected(url, "overloaded") == before + 1
+
+
+def test_concurrent_burst_on_a_small_queue_is_classified_or_refused(small_queue_server, classified):
+    """Far more concurrent uploads than the queue holds: each one is either classified
+    correctly or refused with 503 overloaded (never another error), and each refusal is
+    counted once."""
+    url = small_queue_server.url
+    photos = [photo for photos in classified.values() for photo in photos]
+    photos = [photos[i % len(photos)] for i in range(24)]
+    before = _rejected(url, "overloaded")
+    barrier = threading.Barrier(len(photos))
+
+    def send(photo: Photo) -> httpx.Response:
+        barrier.wait(timeout=TIMEOUT)
+        return _predict(url, photo.path.read_bytes(), photo.path.name)
+
+    with ThreadPoolExecutor(len(photos)) as pool:
+        responses = list(pool.map(send, photos))
+
+    refused = 0
+    for photo, response in zip(photos, responses, strict=True):
+        if response.status_code == 503:
+            _assert_refused(response, 503, "overloaded", "retry")
+            assert response.headers["retry-after"] == "1"
+            refused += 1
+        else:
+            assert response.status_code == 200, response.text
+            assert response.json()["label"] == photo.label
+    assert refused < len(photos)  # the model kept classifying through the burst
+    assert _rejected(url, "overloaded") == before + refused
+    _assert_still_serves(url, photos[0])
+
+
 # --- unusual but valid images: accepted and classified like the original --------------------
 
 
@@ -319,11 +396,12 @@ def test_jpeg_as_octet_stream_without_extension(server, best):
 
 
 def _batch_histogram(url: str) -> tuple[float, float]:
-    """(observations, batches of size 1) of BentoML's adaptive batch size histogram."""
+    """(observations, batches of size 1) of the service's adaptive batch size histogram
+    (written before each response, so no waiting for background tasks)."""
     text = httpx.get(f"{url}/metrics", timeout=TIMEOUT).text
     count = singles = 0.0
     for family in text_string_to_metric_families(text):
-        if family.name != "bentoml_service_adaptive_batch_size":
+        if family.name != "catsdogs_batch_size":
             continue
         for sample in family.samples:
             if sample.name.endswith("_count"):
@@ -335,14 +413,17 @@ def _batch_histogram(url: str) -> tuple[float, float]:
 
 def test_concurrent_good_and_bad_uploads(server, classified):
     good = [photo for photos in classified.values() for photo in photos]
-    good = [good[i % len(good)] for i in range(32)]
+    # Batches form only while the model is busy when uploads arrive. On 2 cores, 1 of ~50
+    # measured bursts of 32 reached the model one upload at a time (another formed just one
+    # batch of several); each of 15 bursts of 64 formed at least 5 batches of several.
+    good = [good[i % len(good)] for i in range(64)]
     cat_bytes = classified["cat"][0].path.read_bytes()
     bad = [
         (b"", "empty"),
         (b"not an image at all\n" * 20, "not_an_image"),
         (cat_bytes[: len(cat_bytes) // 3], "corrupt"),
     ]
-    bad = [bad[i % len(bad)] for i in range(8)]
+    bad = [bad[i % len(bad)] for i in range(16)]
     jobs = [("good", photo.path.read_bytes(), photo.label) for photo in good]
     jobs += [("bad", data, reason) for data, reason in bad]
     jobs = jobs[::5] + [job for i, job in enumerate(jobs) if i % 5]  # bad ones mixed in

@@ -1,5 +1,9 @@
-"""What the running service tells its operators, against a real `bentoml serve` with 2 HTTP
-workers: Prometheus metrics aggregated over the workers, request logs, prediction logs."""
+"""What the running service tells its operators, against a real `bentoml serve` with 2 worker
+processes (each with its own model and adaptive batcher): Prometheus metrics aggregated over
+the workers, request logs, prediction logs.
+
+Prediction metrics and prediction logs are written in a background task right after the
+response is sent, so checks on them poll briefly (RECORDED_WITHIN) for the values to appear."""
 
 import json
 import re
@@ -16,7 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 TIMEOUT = 120
 BURST = 48
 THREADS = 24
-SCRAPES = 6  # each may be answered by either HTTP worker
+SCRAPES = 6  # each may be answered by either worker
+RECORDED_WITHIN = 5.0  # seconds for a response's background task to record its prediction
 
 
 def _photos(per_class: int) -> list[tuple[Path, str]]:
@@ -52,9 +57,33 @@ def _total(samples: list, name: str, **labels: str) -> float:
     )
 
 
+def _scrape_until(url: str, done, what: str) -> list:
+    """The first scrape for which done(samples) holds, polling for up to RECORDED_WITHIN
+    seconds; fails saying `what` was not recorded."""
+    deadline = time.monotonic() + RECORDED_WITHIN
+    while True:
+        samples = _scrape(url)
+        if done(samples):
+            return samples
+        assert time.monotonic() < deadline, f"{what} not recorded in {RECORDED_WITHIN} s"
+        time.sleep(0.1)
+
+
+def _settled_scrape(url: str) -> list:
+    """A scrape once the background tasks of earlier responses have recorded their
+    predictions: two scrapes in a row agree on the prediction count."""
+    counts: list[float] = []
+
+    def unchanged(samples: list) -> bool:
+        counts.append(_total(samples, "catsdogs_predictions_total"))
+        return len(counts) > 1 and counts[-1] == counts[-2]
+
+    return _scrape_until(url, unchanged, "a settled prediction count")
+
+
 def _batches(samples: list) -> tuple[float, float]:
-    """(all batches, batches of one) in BentoML's adaptive batch size histogram."""
-    name = "bentoml_service_adaptive_batch_size"
+    """(all batches, batches of one) in the service's adaptive batch size histogram."""
+    name = "catsdogs_batch_size"
     singles = sum(
         sample.value
         for sample in samples
@@ -84,7 +113,7 @@ def _burst(url: str, photos: list[tuple[Path, str]]) -> list[httpx.Response]:
 def test_metrics_aggregate_all_workers_after_a_concurrent_burst(server):
     photos = _photos(BURST // 2)
     assert len(photos) == BURST
-    before = _scrape(server.url)
+    before = _settled_scrape(server.url)
     predictions_before = _total(before, "catsdogs_predictions_total")
     batches_before, singles_before = _batches(before)
 
@@ -102,6 +131,14 @@ def test_metrics_aggregate_all_workers_after_a_concurrent_burst(server):
     by_label_before = {
         label: _total(before, "catsdogs_predictions_total", label=label) for label in served_labels
     }
+    _scrape_until(
+        server.url,
+        lambda samples: (
+            _total(samples, "catsdogs_predictions_total") - predictions_before >= len(succeeded)
+        ),
+        "the burst's predictions",
+    )
+    # From then on, every scrape (answered by either worker) counts each prediction once.
     for _ in range(SCRAPES):
         after = _scrape(server.url)
         assert _total(after, "catsdogs_predictions_total") - predictions_before == len(succeeded)
@@ -116,8 +153,27 @@ def test_metrics_aggregate_all_workers_after_a_concurrent_burst(server):
 
 def test_model_info_rejections_and_histograms(server):
     photo, _ = _photos(1)[0]
+    before = _settled_scrape(server.url)
     assert _predict(server.url, photo.read_bytes()).status_code == 200
-    samples = _scrape(server.url)
+    predictions_before = _total(before, "catsdogs_predictions_total")
+    samples = _scrape_until(
+        server.url,
+        lambda samples: _total(samples, "catsdogs_predictions_total") > predictions_before,
+        "the prediction",
+    )
+    assert _total(samples, "catsdogs_predictions_total") == predictions_before + 1
+
+    # The photo's model call: one batch of one image, timed in both batch histograms.
+    def increase(name: str) -> float:
+        return _total(samples, name) - _total(before, name)
+
+    assert increase("catsdogs_batch_size_count") == 1
+    assert increase("catsdogs_batch_size_sum") == 1
+    assert increase("catsdogs_batch_inference_seconds_count") == 1
+    assert 0 < increase("catsdogs_batch_inference_seconds_sum") < TIMEOUT
+    assert increase("catsdogs_batch_queue_wait_seconds_count") == 1
+    assert 0 <= increase("catsdogs_batch_queue_wait_seconds_sum") < TIMEOUT
+
     info = [s for s in samples if s.name == "catsdogs_model_info"]
     assert [s.value for s in info if s.labels["tag"] == server.model_tag] == [1.0], (
         f"{info}: no model info. Was another `bentoml serve` started with this BENTOML_HOME? "
@@ -200,6 +256,21 @@ def test_prediction_logs(server):
     photo, _ = _photos(1)[0]
     response = _predict(server.url, photo.read_bytes(), headers={"x-request-id": "monitor-1"})
     assert response.status_code == 200, response.text
+
+    # Written after the response: wait until ours is there and every prediction the service
+    # counted is logged (or RECORDED_WITHIN has passed; the assertions below then say why).
+    deadline = time.monotonic() + RECORDED_WITHIN
+    while time.monotonic() < deadline:
+        try:
+            _, records = _prediction_records(server)
+        except ValueError:  # a line caught half-written
+            records = []
+        predictions = _total(_scrape(server.url), "catsdogs_predictions_total")
+        if len(records) == predictions and any(
+            record.get("x_request_id") == "monitor-1" for record in records
+        ):
+            break
+        time.sleep(0.1)
 
     files, records = _prediction_records(server)
     assert files, f"no prediction logs under {server.monitoring_dir}"
