@@ -7,7 +7,6 @@ call). The logic lives in the `catsdogs` package; this file only wires it to Ben
 """
 
 import asyncio
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -46,7 +45,7 @@ async def health(_: Request) -> JSONResponse:
 
 
 @bentoml.service(
-    workers=SETTINGS.workers,
+    workers=SETTINGS.worker_count,
     traffic={"timeout": 60},
     # catsdogs.serving.RequestGuard writes one JSON line per request (with its request id);
     # BentoML's own access log would repeat it, at a measurable cost per request.
@@ -63,7 +62,7 @@ class CatsDogs:
     model = MODEL
 
     def __init__(self) -> None:
-        threads = SETTINGS.threads or len(os.sched_getaffinity(0))
+        threads = SETTINGS.threads_per_worker
         self.classifier = classifier_from_bento_model(self.model, "onnx", threads=threads)
         self.classifier.warm_up()  # readiness waits for this: no request pays for it
         self.tag = str(self.model.tag)

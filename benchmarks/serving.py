@@ -340,10 +340,10 @@ def run(
     service_configs: Annotated[
         str,
         typer.Option(
-            help="Service settings to run, WORKERSxTHREADS (0 threads: all cores), comma-"
+            help="Service settings to run, WORKERSxTHREADS (0: the service's default), comma-"
             "separated; the first is the one checked against the targets."
         ),
-    ] = "1x0,2x1",
+    ] = "0x0,1x0",
 ) -> None:
     """Run the whole benchmark and write serving.json, serving.md and serving.png."""
     import bentoml

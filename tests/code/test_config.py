@@ -160,3 +160,18 @@ def test_image_limits_accept_custom_values_and_are_frozen() -> None:
     with pytest.raises(ValidationError):
         limits.min_side = 1
     assert limits.min_side == 300
+
+
+def test_service_settings_give_one_single_threaded_worker_per_core_by_default(monkeypatch):
+    from catsdogs import serving
+
+    monkeypatch.setattr(serving, "available_cores", lambda: 4)
+    defaults = serving.ServiceSettings.from_env({})
+    assert (defaults.worker_count, defaults.threads_per_worker) == (4, 1)
+    one_worker = serving.ServiceSettings.from_env({"CATSDOGS_WORKERS": "1"})
+    assert (one_worker.worker_count, one_worker.threads_per_worker) == (1, 4)
+    explicit = serving.ServiceSettings.from_env({"CATSDOGS_WORKERS": "3", "CATSDOGS_THREADS": "2"})
+    assert (explicit.worker_count, explicit.threads_per_worker) == (3, 2)
+    assert serving.ServiceSettings.from_env({"CATSDOGS_WORKERS": "8"}).threads_per_worker == 1
+    with pytest.raises(ValueError):
+        serving.ServiceSettings.from_env({"CATSDOGS_MAX_BATCH_SIZE": "0"})
