@@ -88,6 +88,18 @@ def limit(
     print(json.dumps(report))
 
 
+def pool_limits(rounds: list[dict]) -> dict:
+    """The mean of each batch size's images/s over rounds; the mean single-image latency."""
+    by_batch = {
+        size: statistics.mean(r["images_per_s_by_batch"][size] for r in rounds)
+        for size in rounds[0]["images_per_s_by_batch"]
+    }
+    best = max(by_batch, key=by_batch.get)
+    return {**rounds[0], "images_per_s_by_batch": by_batch, "best_batch_size": best,
+            "images_per_s": by_batch[best], "rounds": len(rounds),
+            "single_image_ms": statistics.mean(r["single_image_ms"] for r in rounds)}  # fmt: skip
+
+
 def measure_limit(model: str, runtime: str, photos: Path, count: int, seconds: float) -> dict:
     options = {"--model": model, "--runtime": runtime, "--photos": photos, "--count": count,
                "--seconds": seconds}  # fmt: skip
@@ -140,19 +152,32 @@ async def run_load(url: str, bodies: list[bytes], concurrency: int, seconds: flo
         started = time.perf_counter()
         await asyncio.gather(*(client(started + seconds) for _ in range(concurrency)))
         wall = time.perf_counter() - started
-    ok = sorted(latencies)
+    return {"concurrency": concurrency, "latencies_ms": latencies, "statuses": statuses,
+            "seconds": wall}  # fmt: skip
+
+
+def summarize(windows: list[dict]) -> dict:
+    """One row from the windows of one server and concurrency, pooled over rounds: images/s
+    over their total time, percentiles over all their answers."""
+    ok = sorted(latency for window in windows for latency in window["latencies_ms"])
+    statuses: dict[str, int] = {}
+    for window in windows:
+        for status, count in window["statuses"].items():
+            statuses[str(status)] = statuses.get(str(status), 0) + count
+    wall = sum(window["seconds"] for window in windows)
 
     def percentile(q: float) -> float | None:
         return ok[min(len(ok) - 1, int(q * len(ok)))] if ok else None
 
     return {
-        "concurrency": concurrency,
+        "concurrency": windows[0]["concurrency"],
         "requests": sum(statuses.values()),
         "ok": len(ok),
         "errors": sum(statuses.values()) - len(ok),
-        "statuses": {str(k): v for k, v in statuses.items()},
+        "statuses": statuses,
         "seconds": wall,
         "images_per_s": len(ok) / wall,
+        "images_per_s_by_round": [len(w["latencies_ms"]) / w["seconds"] for w in windows],
         "p50_ms": percentile(0.50),
         "p95_ms": percentile(0.95),
         "p99_ms": percentile(0.99),
@@ -162,6 +187,7 @@ async def run_load(url: str, bodies: list[bytes], concurrency: int, seconds: flo
 def serve_and_load(
     name: str, command: list[str], env: dict, port: int, bodies, levels, seconds
 ) -> list[dict]:
+    """Start a server, load it at each concurrency, stop it: one raw window per level."""
     base = f"http://127.0.0.1:{port}"
     log = (ROOT / "reports" / "benchmark" / f"{name}.log").open("w")
     process = subprocess.Popen(
@@ -170,12 +196,12 @@ def serve_and_load(
     )  # fmt: skip
     try:
         wait_ready(f"{base}/health", process, timeout=180)
-        rows = []
+        windows = []
         for concurrency in levels:
-            row = asyncio.run(run_load(f"{base}/predict", bodies, concurrency, seconds))
-            typer.echo(f"  {name} c={concurrency}: {format_row(row)}")
-            rows.append(row)
-        return rows
+            window = asyncio.run(run_load(f"{base}/predict", bodies, concurrency, seconds))
+            typer.echo(f"  {name} c={concurrency}: {format_row(summarize([window]))}")
+            windows.append(window)
+        return windows
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -265,7 +291,8 @@ def write_markdown(result: dict, path: Path) -> None:
         f"# Serving benchmark ({result['date']})",
         "",
         f"Model `{result['model']}`, {result['photo_count']} real photos from "
-        f"`{result['photos']}`, {result['seconds_per_level']:.0f} s per level, "
+        f"`{result['photos']}`, {result['rounds']} rounds of {result['seconds_per_level']:.0f} s "
+        f"per level, pooled, "
         f"{result['cpus']} CPUs. Images/s count answered requests (one photo each).",
         "",
         "## In-process limit (decode + preprocess + model call)",
@@ -334,6 +361,7 @@ def run(
     count: Annotated[int, typer.Option(help="Photos used, spread over the folder.")] = 256,
     concurrency: Annotated[str, typer.Option(help="Comma-separated client counts.")] = "1,8,32,64",
     seconds: Annotated[float, typer.Option(help="Timed seconds per concurrency.")] = 10.0,
+    rounds: Annotated[int, typer.Option(help="Times every part is measured, pooled.")] = 2,
     out: Annotated[Path, typer.Option(help="Report folder.")] = Path("reports/benchmark"),
     port: Annotated[int, typer.Option(help="First of two loopback ports.")] = 3471,
     onnx_baseline: Annotated[bool, typer.Option(help="Also run the baseline on ONNX.")] = True,
@@ -355,35 +383,44 @@ def run(
     photo_paths = pick_photos(photos, count)
     bodies = [multipart_body(path.read_bytes()) for path in photo_paths]
     result = {"date": time.strftime("%Y-%m-%d %H:%M"), "model": tag, "photos": str(photos),
-              "photo_count": len(photo_paths), "seconds_per_level": seconds,
+              "photo_count": len(photo_paths), "seconds_per_level": seconds, "rounds": rounds,
               "cpus": len(os.sched_getaffinity(0))}  # fmt: skip
-
-    typer.echo(f"model {tag}, {len(photo_paths)} photos; in-process limits...")
-    for runtime in ("onnx", "keras"):
-        measured = measure_limit(tag, runtime, photos, count, seconds / 2)
-        result[f"limit_{runtime}"] = measured
-        typer.echo(f"  {runtime}: {measured['images_per_s']:.1f} img/s at best, "
-                   f"{measured['single_image_ms']:.1f} ms for a single image")  # fmt: skip
 
     env = {"CATSDOGS_MODEL_TAG": tag, "TF_CPP_MIN_LOG_LEVEL": "2", "BENTOML_DO_NOT_TRACK": "true"}
     bentoml_serve = [str(Path(sys.executable).parent / "bentoml"), "serve", "service:CatsDogs",
                      "--port", str(port)]  # fmt: skip
+    servers = []  # (name, command, environment, port)
     for index, config in enumerate(service_configs.split(",")):
         workers, threads = (int(part) for part in config.split("x"))
         name = "service" if index == 0 else f"service_{config}"
         result.setdefault("service_configs", {})[name] = {"workers": workers, "threads": threads}
         settings = {"CATSDOGS_WORKERS": str(workers), "CATSDOGS_THREADS": str(threads)}
-        result[name] = serve_and_load(
-            name, bentoml_serve, {**env, **settings}, port, bodies, levels, seconds
-        )
+        servers.append((name, bentoml_serve, {**env, **settings}, port))
     uvicorn = [sys.executable, "-m", "uvicorn", "--app-dir", "benchmarks", "baseline_app:app",
                "--port", str(port + 1), "--log-level", "warning"]  # fmt: skip
-    runtimes = ("keras", "onnx") if onnx_baseline else ("keras",)
-    for runtime in runtimes:
-        result[f"baseline_{runtime}"] = serve_and_load(
-            f"baseline_{runtime}", uvicorn, {**env, "BASELINE_RUNTIME": runtime},
-            port + 1, bodies, levels, seconds,
-        )  # fmt: skip
+    for runtime in ("keras", "onnx") if onnx_baseline else ("keras",):
+        servers.append((f"baseline_{runtime}", uvicorn, {**env, "BASELINE_RUNTIME": runtime},
+                        port + 1))  # fmt: skip
+
+    # Every part once per round, in the same order: the machine's speed drifts, so pooling
+    # rounds spreads the drift over all rows instead of letting it favour one.
+    limits: dict[str, list[dict]] = {"onnx": [], "keras": []}
+    windows: dict[str, list[list[dict]]] = {name: [] for name, *_ in servers}
+    for round_number in range(1, rounds + 1):
+        typer.echo(f"round {round_number}/{rounds}: model {tag}, {len(photo_paths)} photos")
+        for runtime in limits:
+            measured = measure_limit(tag, runtime, photos, count, seconds / 2)
+            limits[runtime].append(measured)
+            typer.echo(f"  limit {runtime}: {measured['images_per_s']:.1f} img/s at best, "
+                       f"{measured['single_image_ms']:.1f} ms for a single image")  # fmt: skip
+        for name, command, environment, server_port in servers:
+            windows[name].append(
+                serve_and_load(name, command, environment, server_port, bodies, levels, seconds)
+            )
+    for runtime, rounds_measured in limits.items():
+        result[f"limit_{runtime}"] = pool_limits(rounds_measured)
+    for name, by_round in windows.items():
+        result[name] = [summarize(list(level)) for level in zip(*by_round, strict=True)]
 
     result["checks"] = compare(result)
     (out / "serving.json").write_text(json.dumps(result, indent=2))
