@@ -371,7 +371,7 @@ def run(
             help="Service settings to run, WORKERSxTHREADS (0: the service's default), comma-"
             "separated; the first is the one checked against the targets."
         ),
-    ] = "0x0,1x0",
+    ] = "0x0,2x1",
 ) -> None:
     """Run the whole benchmark and write serving.json, serving.md and serving.png."""
     import bentoml

@@ -49,7 +49,7 @@ class ServiceSettings(BaseModel):
 
     model_tag: str = f"{MODEL_NAME}:latest"
     workers: int = Field(
-        0, ge=0, description="Serving processes, each with its own model (0: one per core)."
+        1, ge=0, description="Serving processes, each with its own model (0: one per core)."
     )
     threads: int = Field(
         0,
@@ -65,10 +65,11 @@ class ServiceSettings(BaseModel):
     max_files: int = Field(16, gt=0, description="Most files in one /predict_batch request.")
     monitoring_dir: Path = Path("monitoring")
 
-    # Measured with benchmarks/serving.py on 2 cores: 2 workers x 1 thread served 0.95-1.07x
-    # the in-process limit at 32-64 clients, 1 worker x 2 threads 0.87x (one event loop and
-    # its GIL carry every request's HTTP handling); a lone request takes ~4 ms longer with one
-    # thread. Hence one single-threaded worker per core by default.
+    # Measured with benchmarks/serving.py on 2 cores (2 rounds pooled): 1 worker x 2 threads
+    # served 0.91-0.94x the in-process limit at 32-64 clients with p99 <= 1.3x p50, and a lone
+    # request in 1.3x the in-process time; 2 workers x 1 thread served 0.98x but with twice
+    # the memory, p99 up to 1.9x p50 (connections spread unevenly over the workers) and a lone
+    # request 1.6x slower (one model thread). Hence one worker using every core by default.
     @property
     def worker_count(self) -> int:
         return self.workers or available_cores()

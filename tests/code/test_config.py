@@ -162,14 +162,14 @@ def test_image_limits_accept_custom_values_and_are_frozen() -> None:
     assert limits.min_side == 300
 
 
-def test_service_settings_give_one_single_threaded_worker_per_core_by_default(monkeypatch):
+def test_service_settings_share_the_cores_among_the_workers(monkeypatch):
     from catsdogs import serving
 
     monkeypatch.setattr(serving, "available_cores", lambda: 4)
     defaults = serving.ServiceSettings.from_env({})
-    assert (defaults.worker_count, defaults.threads_per_worker) == (4, 1)
-    one_worker = serving.ServiceSettings.from_env({"CATSDOGS_WORKERS": "1"})
-    assert (one_worker.worker_count, one_worker.threads_per_worker) == (1, 4)
+    assert (defaults.worker_count, defaults.threads_per_worker) == (1, 4)
+    per_core = serving.ServiceSettings.from_env({"CATSDOGS_WORKERS": "0"})
+    assert (per_core.worker_count, per_core.threads_per_worker) == (4, 1)
     explicit = serving.ServiceSettings.from_env({"CATSDOGS_WORKERS": "3", "CATSDOGS_THREADS": "2"})
     assert (explicit.worker_count, explicit.threads_per_worker) == (3, 2)
     assert serving.ServiceSettings.from_env({"CATSDOGS_WORKERS": "8"}).threads_per_worker == 1

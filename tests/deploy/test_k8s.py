@@ -123,9 +123,9 @@ def test_resources_requests_and_limits(container):
     resources = container["resources"]
     for kind in ("requests", "limits"):
         assert set(resources[kind]) >= {"cpu", "memory"}, kind
-    # Measured (deployment.yaml): ~1.15 GB for 2 workers under normal traffic, up to ~3 GB
+    # Measured (deployment.yaml): ~0.6 GB for 1 worker under normal traffic, up to ~3 GB
     # while two maximum-size /predict_batch requests are parsed.
-    assert resources["requests"]["memory"] == "1536Mi"
+    assert resources["requests"]["memory"] == "1Gi"
     assert resources["limits"]["memory"] == "3Gi"
 
 
