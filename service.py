@@ -110,18 +110,10 @@ class CatsDogs:
             probabilities = np.stack(
                 await asyncio.gather(*(self.batcher.submit(u.image.pixels) for u in uploads))
             )
-        except (UploadError, OverloadedError) as error:
-            reason, status = (
-                (error.reason, error.status)
-                if isinstance(error, UploadError)
-                else ("overloaded", 503)
-            )
-            self.metrics.rejected.labels(reason=reason).inc()
-            context.response.status_code = status  # BentoML applies the context's status
-            headers = {"Retry-After": "1"} if status == 503 else None
-            return JSONResponse(
-                {"error": str(error), "reason": reason}, status_code=status, headers=headers
-            )
+        except UploadError as error:
+            return self._refuse(context, error.status, error.reason, str(error))
+        except OverloadedError as error:
+            return self._refuse(context, 503, "overloaded", str(error), {"Retry-After": "1"})
         predictions = to_predictions(probabilities, self.classifier.class_names)
         latency_ms = (time.perf_counter() - started) * 1000
         # After the response is sent: the client does not wait for metrics and logs.
@@ -129,6 +121,13 @@ class CatsDogs:
             self._record, uploads, predictions, latency_ms, request_id
         )
         return [to_response(prediction, self.tag) for prediction in predictions]
+
+    def _refuse(self, context, status: int, reason: str, message: str, headers=None):
+        self.metrics.rejected.labels(reason=reason).inc()
+        context.response.status_code = status  # BentoML applies the context's status
+        return JSONResponse(
+            {"error": message, "reason": reason}, status_code=status, headers=headers
+        )
 
     async def _record(self, uploads, predictions, latency_ms: float, request_id: str) -> None:
         for upload, prediction in zip(uploads, predictions, strict=True):

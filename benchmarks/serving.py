@@ -27,6 +27,8 @@ from typing import Annotated
 
 import typer
 
+from catsdogs.config import available_cores
+
 ROOT = Path(__file__).resolve().parents[1]
 BOUNDARY = "catsdogsbenchmark"
 app = typer.Typer(add_completion=False, no_args_is_help=False)
@@ -185,15 +187,15 @@ def summarize(windows: list[dict]) -> dict:
 
 
 def serve_and_load(
-    name: str, command: list[str], env: dict, port: int, bodies, levels, seconds
+    name: str, command: list[str], env: dict, port: int, bodies, levels, seconds, log_path: Path
 ) -> list[dict]:
     """Start a server, load it at each concurrency, stop it: one raw window per level."""
     base = f"http://127.0.0.1:{port}"
-    log = (ROOT / "reports" / "benchmark" / f"{name}.log").open("w")
-    process = subprocess.Popen(
-        command, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )  # fmt: skip
+    with log_path.open("a") as log:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen(
+            command, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
     try:
         wait_ready(f"{base}/health", process, timeout=180)
         windows = []
@@ -378,13 +380,12 @@ def run(
 
     tag = str(bentoml.models.get(model).tag)  # pin "latest" for every part of the run
     levels = [int(level) for level in concurrency.split(",")]
-    (ROOT / "reports" / "benchmark").mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     photo_paths = pick_photos(photos, count)
     bodies = [multipart_body(path.read_bytes()) for path in photo_paths]
     result = {"date": time.strftime("%Y-%m-%d %H:%M"), "model": tag, "photos": str(photos),
               "photo_count": len(photo_paths), "seconds_per_level": seconds, "rounds": rounds,
-              "cpus": len(os.sched_getaffinity(0))}  # fmt: skip
+              "cpus": available_cores()}  # fmt: skip
 
     env = {"CATSDOGS_MODEL_TAG": tag, "TF_CPP_MIN_LOG_LEVEL": "2", "BENTOML_DO_NOT_TRACK": "true"}
     bentoml_serve = [str(Path(sys.executable).parent / "bentoml"), "serve", "service:CatsDogs",
@@ -414,8 +415,11 @@ def run(
             typer.echo(f"  limit {runtime}: {measured['images_per_s']:.1f} img/s at best, "
                        f"{measured['single_image_ms']:.1f} ms for a single image")  # fmt: skip
         for name, command, environment, server_port in servers:
+            log_path = out / f"{name}.log"
             windows[name].append(
-                serve_and_load(name, command, environment, server_port, bodies, levels, seconds)
+                serve_and_load(
+                    name, command, environment, server_port, bodies, levels, seconds, log_path
+                )
             )
     for runtime, rounds_measured in limits.items():
         result[f"limit_{runtime}"] = pool_limits(rounds_measured)

@@ -119,8 +119,3 @@ class AdaptiveBatcher:
             if not item.future.done():  # skip requests whose client has gone
                 batch.append(item)
         return batch
-
-    def close(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,5 +1,7 @@
 """Runtime constants and limits shared by training, evaluation and serving."""
 
+import os
+
 from pydantic import BaseModel, ConfigDict, Field
 
 MODEL_NAME = "catsdogs"
@@ -22,7 +24,13 @@ ONNX_TOLERANCE = 1e-4
 on the test split when a model is exported, and in tests. Measured: about 1.5e-6."""
 
 RUNTIMES = ("onnx", "keras")
-"""How a trained model can be run: ONNX Runtime (serving, ~3x faster on CPU) or Keras/TF."""
+"""How a trained model can be run: ONNX Runtime (serving, 2-2.5x faster on CPU) or Keras/TF."""
+
+
+def available_cores() -> int:
+    """Cores this process may run on. In a container this is the node's, not the CPU limit:
+    set CATSDOGS_WORKERS and CATSDOGS_THREADS there (deploy/k8s/configmap.yaml)."""
+    return len(os.sched_getaffinity(0))
 
 
 class ImageLimits(BaseModel):

@@ -5,7 +5,6 @@ give the same class probabilities (within config.ONNX_TOLERANCE): the model scal
 itself. Serving uses ONNX Runtime only, so the service needs no TensorFlow.
 """
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from catsdogs.config import available_cores
 from catsdogs.preprocessing import prepare_image
 
 # Bounds the memory of one model call when a caller hands over many images at once.
@@ -83,7 +83,7 @@ def onnx_infer(path: Path, threads: int | None = None) -> InferFn:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
+    options.intra_op_num_threads = threads or available_cores()
     # One call at a time per session: no inter-op pool to compete with the call's own threads.
     options.inter_op_num_threads = 1
     # Idle intra-op threads sleep instead of spinning: in a server, the CPU they would burn

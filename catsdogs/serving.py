@@ -17,7 +17,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from catsdogs.batching import BatchStats
-from catsdogs.config import MODEL_NAME, ImageLimits
+from catsdogs.config import MODEL_NAME, ImageLimits, available_cores
 from catsdogs.predict import Prediction
 from catsdogs.preprocessing import InvalidImageError, PreparedImage, prepare_image
 
@@ -25,7 +25,7 @@ request_logger = logging.getLogger("catsdogs.requests")
 
 
 def configure_request_logging() -> None:
-    """One JSON object per line on stderr, beside BentoML's own access log."""
+    """One JSON object per line on stderr (service.py turns BentoML's access log off)."""
     if not request_logger.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
@@ -36,12 +36,6 @@ def configure_request_logging() -> None:
 
 # Reasons refused because of size: 413, before or without decoding pixels. The rest are 400.
 TOO_LARGE_REASONS = {"too_large", "too_many_pixels", "too_many_files"}
-
-
-def available_cores() -> int:
-    """Cores this process may run on. In a container this is the node's, not the CPU limit:
-    set CATSDOGS_WORKERS and CATSDOGS_THREADS there (deploy/k8s/configmap.yaml)."""
-    return len(os.sched_getaffinity(0))
 
 
 class ServiceSettings(BaseModel):
@@ -66,8 +60,8 @@ class ServiceSettings(BaseModel):
     monitoring_dir: Path = Path("monitoring")
 
     # Measured with benchmarks/serving.py on 2 cores (2 rounds pooled): 1 worker x 2 threads
-    # served 0.91-0.94x the in-process limit at 32-64 clients with p99 <= 1.3x p50, and a lone
-    # request in 1.3x the in-process time; 2 workers x 1 thread served 0.98x but with twice
+    # served 0.91-0.94x the in-process limit at 32-64 clients with p99 1.3-2.1x p50, and a
+    # lone request in 1.3-1.6x the in-process time; 2 workers x 1 thread served 0.98x but with twice
     # the memory, p99 up to 1.9x p50 (connections spread unevenly over the workers) and a lone
     # request 1.6x slower (one model thread). Hence one worker using every core by default.
     @property
