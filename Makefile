@@ -36,9 +36,18 @@ run: install weights
 test: install weights lint
 	$(BIN)/pytest
 
+# Every import is a declared dependency of the part that imports it (pyproject.toml): the
+# serving code (catsdogs/, service.py) only of the runtime dependencies, the training code of
+# those and the training extra, the tests and tools of any.
+DEPTRY_SKIP := \.venv|\.git|data|deploy|mlruns
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/deptry . -e '$(DEPTRY_SKIP)|training|tests|benchmarks|loadtests|scripts' \
+		--optional-dependencies-dev-groups training,dev
+	$(BIN)/deptry . -e '$(DEPTRY_SKIP)|tests|benchmarks|loadtests|scripts' \
+		--optional-dependencies-dev-groups dev
+	$(BIN)/deptry . -e '$(DEPTRY_SKIP)' --ignore DEP002,DEP004
 
 install: $(VENV)/.installed
 
@@ -67,7 +76,7 @@ benchmark: install weights
 
 # Regenerate requirements.lock after changing a pin in pyproject.toml.
 lock: install
-	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --all-extras --python-version 3.11 -o requirements.lock
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

@@ -12,8 +12,8 @@ import os
 
 from fastapi import FastAPI, HTTPException, UploadFile
 
-from catsdogs.models import load_bento_classifier
-from catsdogs.preprocessing import InvalidImageError
+from catsdogs.errors import RefusedInput
+from catsdogs.model_loader import load_bento_classifier
 
 CLASSIFIER = load_bento_classifier(
     os.environ.get("CATSDOGS_MODEL_TAG", "catsdogs:latest"),
@@ -32,7 +32,7 @@ def health() -> dict[str, str]:
 def predict(file: UploadFile) -> dict:
     try:
         [prediction] = CLASSIFIER.predict_images([file.file.read()])
-    except InvalidImageError as error:
+    except RefusedInput as error:
         raise HTTPException(400, str(error)) from None
     return {
         "label": prediction.label,

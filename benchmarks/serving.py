@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import httpx
 import typer
 
 from catsdogs.config import available_cores
@@ -58,7 +59,7 @@ def limit(
     """Images/s of decode + preprocess + one model call per batch, in this process (JSON)."""
     import numpy as np
 
-    from catsdogs.models import load_bento_classifier
+    from catsdogs.model_loader import load_bento_classifier
     from catsdogs.preprocessing import prepare_image
 
     classifier = load_bento_classifier(model, runtime)
@@ -114,9 +115,12 @@ def measure_limit(model: str, runtime: str, photos: Path, count: int, seconds: f
 
 
 def multipart_body(data: bytes) -> bytes:
-    head = (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; '
-            f'filename="photo.jpg"\r\nContent-Type: image/jpeg\r\n\r\n')  # fmt: skip
-    return head.encode() + data + f"\r\n--{BOUNDARY}--\r\n".encode()
+    """One photo as multipart form data with BOUNDARY, encoded once by httpx."""
+    request = httpx.Request(
+        "POST", "http://localhost/", files={"file": ("photo.jpg", data, "image/jpeg")},
+        headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
+    )  # fmt: skip
+    return request.read()
 
 
 async def run_load(url: str, bodies: list[bytes], concurrency: int, seconds: float) -> dict:

@@ -21,10 +21,7 @@ ONNX_FILE_NAME = "model.onnx"
 
 ONNX_TOLERANCE = 1e-4
 """Largest allowed difference between the Keras and ONNX probabilities of one image: checked
-on the test split when a model is exported, and in tests. Measured: about 1.5e-6."""
-
-RUNTIMES = ("onnx", "keras")
-"""How a trained model can be run: ONNX Runtime (serving, 2-2.5x faster on CPU) or Keras/TF."""
+on the test split when a model is exported, and in tests."""
 
 
 def available_cores() -> int:

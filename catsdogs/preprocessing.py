@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from catsdogs.config import ImageLimits
+from catsdogs.errors import TOO_LARGE, RefusedInput
 
 DEFAULT_LIMITS = ImageLimits()
 
@@ -19,14 +20,6 @@ DEFAULT_LIMITS = ImageLimits()
 _WIDE_GRAY_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 _EXIF_ORIENTATION = 0x0112
 _SIDEWAYS_ORIENTATIONS = {5, 6, 7, 8}  # rotated by 90 or 270 degrees
-
-
-class InvalidImageError(ValueError):
-    """An input that is not a usable image. `reason` is a short machine-readable code."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -42,34 +35,39 @@ def prepare_image(
     """Decode an encoded image (any format Pillow reads, judged by content, not by name),
     apply its EXIF orientation, convert it to RGB and resize it to image_size x image_size.
 
-    Raises InvalidImageError for empty, oversized, non-image, corrupt, truncated or tiny input.
+    Raises RefusedInput for empty, oversized, non-image, corrupt, truncated or tiny input.
     """
     if not data:
-        raise InvalidImageError("empty", "the file is empty")
+        raise RefusedInput("empty", "the file is empty")
     if len(data) > limits.max_bytes:
-        raise InvalidImageError(
-            "too_large", f"the file has {len(data)} bytes; the limit is {limits.max_bytes}"
+        raise RefusedInput(
+            "too_large",
+            f"the file has {len(data)} bytes; the limit is {limits.max_bytes}",
+            TOO_LARGE,
         )
     try:
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
-        raise InvalidImageError(
+        raise RefusedInput(
             "not_an_image", "the file is not an image in a format we can read"
         ) from None
     except Image.DecompressionBombError as error:
         # Pillow refuses images above 2 x MAX_IMAGE_PIXELS already in open(), from the header.
-        raise InvalidImageError("too_many_pixels", f"the image is too large: {error}") from None
+        raise RefusedInput(
+            "too_many_pixels", f"the image is too large: {error}", TOO_LARGE
+        ) from None
     except (OSError, ValueError, SyntaxError) as error:
-        raise InvalidImageError("corrupt", f"the image header is corrupt: {error}") from error
+        raise RefusedInput("corrupt", f"the image header is corrupt: {error}") from error
 
     width, height = image.size
     if width * height > limits.max_pixels:
-        raise InvalidImageError(
+        raise RefusedInput(
             "too_many_pixels",
             f"the image is {width}x{height} pixels; the limit is {limits.max_pixels} pixels",
+            TOO_LARGE,
         )
     if min(width, height) < limits.min_side:
-        raise InvalidImageError(
+        raise RefusedInput(
             "too_small",
             f"the image is {width}x{height} pixels; each side must be at least {limits.min_side}",
         )
@@ -83,9 +81,7 @@ def prepare_image(
         ImageOps.exif_transpose(image, in_place=True)  # in place: no copy of upright images
         rgb = _to_rgb(image)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        raise InvalidImageError(
-            "corrupt", f"the image data is corrupt or truncated: {error}"
-        ) from error
+        raise RefusedInput("corrupt", f"the image data is corrupt or truncated: {error}") from error
     resized = rgb.resize((image_size, image_size), Image.Resampling.BILINEAR)
     return PreparedImage(np.asarray(resized, dtype=np.uint8), width, height)
 

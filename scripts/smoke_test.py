@@ -3,57 +3,42 @@
     python scripts/smoke_test.py http://127.0.0.1:3000 [--cat PHOTO] [--dog PHOTO] [--wait 120]
 
 Waits up to --wait seconds for GET /readyz to answer 200, then checks GET /health (200) and
-POST /predict of a known cat photo (label "cat") and a known dog photo (label "dog"). Prints
-one line per failure and exits 1; prints a short summary and exits 0 on success.
-Standard library only, so it runs anywhere Python does (CI runners, a deploy job, a laptop).
+POST /predict of a known cat photo (label "cat", as multipart form data) and a known dog photo
+(label "dog", as the raw request body). Prints one line per failure and exits 1; prints a
+short summary and exits 0 on success. Needs only httpx (`pip install httpx`).
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import sys
 import time
-import urllib.error
-import urllib.request
-import uuid
 from pathlib import Path
+
+import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 # Committed sample photos (data/sample/) that the sample model classifies confidently.
 DEFAULT_CAT = ROOT / "data" / "sample" / "cat" / "cat.102.jpg"
 DEFAULT_DOG = ROOT / "data" / "sample" / "dog" / "dog.1.jpg"
 REQUEST_TIMEOUT = 60.0  # seconds per request: a busy service may queue a prediction a while
-# What a dead, closed or half-started service raises (URLError and timeouts are OSErrors).
-UNAVAILABLE = (OSError, http.client.HTTPException)
+# What a dead, closed or half-started service raises.
+UNAVAILABLE = (httpx.TransportError, OSError)
 
 
 class SmokeFailure(Exception):
     """One failed check, with a message meant for a human."""
 
 
-def request(url: str, data: bytes | None = None, headers: dict[str, str] | None = None):
-    """(status, body) of a GET, or a POST when data is given. HTTP errors are answers, not
-    exceptions; connection problems raise one of UNAVAILABLE."""
-    req = urllib.request.Request(url, data=data, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=REQUEST_TIMEOUT) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
-
-
-def multipart(field: str, path: Path) -> tuple[bytes, str]:
-    """A multipart/form-data body with one file field, and its content type."""
-    boundary = f"----catsdogs-smoke-{uuid.uuid4().hex}"
-    head = (
-        f"--{boundary}\r\n"
-        f'Content-Disposition: form-data; name="{field}"; filename="{path.name}"\r\n'
-        "Content-Type: application/octet-stream\r\n\r\n"
-    ).encode()
-    tail = f"\r\n--{boundary}--\r\n".encode()
-    return head + path.read_bytes() + tail, f"multipart/form-data; boundary={boundary}"
+def request(url: str, **post) -> tuple[int, bytes]:
+    """(status, body) of a GET, or of a POST when post has content or files. HTTP errors are
+    answers, not exceptions; connection problems raise one of UNAVAILABLE."""
+    if post:
+        response = httpx.post(url, timeout=REQUEST_TIMEOUT, **post)
+    else:
+        response = httpx.get(url, timeout=REQUEST_TIMEOUT)
+    return response.status_code, response.content
 
 
 def short(body: bytes, limit: int = 300) -> str:
@@ -88,10 +73,13 @@ def check_get(base: str, path: str) -> None:
         raise SmokeFailure(f"GET {path} answered {status}, expected 200: {short(body)}")
 
 
-def check_predict(base: str, photo: Path, expected: str) -> dict:
-    body, content_type = multipart("file", photo)
+def check_predict(base: str, photo: Path, expected: str, as_form: bool) -> dict:
+    if as_form:
+        upload = {"files": {"file": (photo.name, photo.read_bytes())}}
+    else:
+        upload = {"content": photo.read_bytes(), "headers": {"Content-Type": "image/jpeg"}}
     try:
-        status, answer = request(f"{base}/predict", body, {"Content-Type": content_type})
+        status, answer = request(f"{base}/predict", **upload)
     except UNAVAILABLE as error:
         raise SmokeFailure(
             f"service unavailable: POST /predict ({photo}) failed: {error}"
@@ -130,8 +118,8 @@ def run(base: str, cat: Path, dog: Path, wait: float) -> list[str]:
     checks = [
         ("health", lambda: check_get(base, "/health")),
         ("readyz", lambda: check_get(base, "/readyz")),
-        ("cat", lambda: check_predict(base, cat, "cat")),
-        ("dog", lambda: check_predict(base, dog, "dog")),
+        ("cat", lambda: check_predict(base, cat, "cat", as_form=True)),
+        ("dog", lambda: check_predict(base, dog, "dog", as_form=False)),
     ]
     for name, check in checks:
         try:

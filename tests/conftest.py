@@ -1,27 +1,14 @@
 """Shared fixtures. Every store the tests write to lives in one temporary folder: the tests
-never touch the user's ~/bentoml, ./mlflow.db or ./mlruns."""
+never touch the user's ~/bentoml, ./mlflow.db or ./mlruns. Shared helpers: helpers.py."""
 
-import contextlib
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLE_DIR = ROOT / "data" / "sample"
-# The full set of real photos (3,086) beside the project; CI has it too.
-FULL_DATA_DIR = Path(
-    os.environ.get("CATSDOGS_FULL_DATA", ROOT.parent / "shared" / "datasets" / "catsdogs")
-)
+from helpers import SAMPLE_DIR, run_bentoml_serve
 
 _STATE = Path(tempfile.mkdtemp(prefix="catsdogs-tests-"))
 os.environ["BENTOML_HOME"] = str(_STATE / "bentoml")
@@ -52,78 +39,6 @@ def trained_model():
 
 
 @pytest.fixture(scope="session")
-def sample_images() -> list[Path]:
-    return sorted(SAMPLE_DIR.glob("*/*.jpg"))
-
-
-@dataclass
-class Server:
-    url: str
-    log_path: Path
-    monitoring_dir: Path
-    model_tag: str
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-@contextlib.contextmanager
-def run_bentoml_serve(target: str, workdir: Path, model_tag: str, **env: str):
-    """`bentoml serve TARGET` on a free loopback port; waits for /readyz; stops it by PID."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    workdir.mkdir(parents=True, exist_ok=True)
-    log_path = workdir / "server.log"
-    monitoring_dir = workdir / "monitoring"
-    # Every `bentoml serve` empties $BENTOML_HOME/prometheus_multiproc_dir when it starts, so
-    # each server gets a home of its own that shares the session's model and Bento stores.
-    home = workdir / "bentoml-home"
-    home.mkdir(exist_ok=True)
-    shared_home = Path(os.environ["BENTOML_HOME"])
-    for store in ("models", "bentos"):
-        (shared_home / store).mkdir(parents=True, exist_ok=True)
-        if not (home / store).exists():
-            (home / store).symlink_to(shared_home / store)
-    environment = {
-        **os.environ,
-        "BENTOML_HOME": str(home),
-        "CATSDOGS_MODEL_TAG": model_tag,
-        "CATSDOGS_MONITORING_DIR": str(monitoring_dir),
-        **env,
-    }
-    bentoml_cli = Path(sys.executable).parent / "bentoml"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [str(bentoml_cli), "serve", target, "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"bentoml serve exited early:\n{log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server not ready in 240 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield Server(url, log_path, monitoring_dir, model_tag)
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
-@pytest.fixture(scope="session")
 def server(trained_model, tmp_path_factory):
     """The project's service.py serving the session's trained model (2 HTTP workers, so the
     metrics tests see values from more than one process)."""
@@ -134,20 +49,3 @@ def server(trained_model, tmp_path_factory):
         CATSDOGS_WORKERS="2",
     ) as running:
         yield running
-
-
-@contextlib.contextmanager
-def serve_in_thread(handler: type):
-    """A ThreadingHTTPServer on a free loopback port, running handler; yields its base URL."""
-    import http.server
-    import threading
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=10)

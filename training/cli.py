@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 
 from catsdogs.config import DEFAULT_IMAGE_SIZE, MODEL_NAME
-from training.config import DEFAULT_DATA_DIR, Mode, TrainConfig
+from training.config import DEFAULT_DATA_DIR, Mode, Runtime, Split, TrainConfig
 
 app = typer.Typer(
     help="Cats vs dogs: prepare data, train, evaluate and predict.", no_args_is_help=True
@@ -25,8 +26,8 @@ ModelRef = Annotated[
         help="BentoML tag (catsdogs:latest) or MLflow URI (models:/catsdogs@champion).",
     ),
 ]
-Runtime = Annotated[
-    str | None,
+RuntimeOption = Annotated[
+    Runtime | None,
     typer.Option(
         help="onnx (what the service runs; BentoML tags only) or keras. "
         "Default: onnx for a BentoML tag, keras for an MLflow URI."
@@ -34,14 +35,31 @@ Runtime = Annotated[
 ]
 
 
-@app.callback()
-def configure_logging(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
-) -> None:
+Verbose = Annotated[
+    bool,
+    typer.Option(
+        "--verbose", "-v", help="Show every log line, TensorFlow's included, and all warnings."
+    ),
+]
+
+
+def _configure_output(verbose: bool, tensorflow: bool = False) -> None:
+    """Log lines for --verbose; otherwise warnings only, and the libraries kept quiet
+    (tensorflow: the command imports TensorFlow)."""
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not verbose:
+        from training.progress import quiet_libraries
+
+        quiet_libraries(tensorflow)
+
+
+def _is_mlflow_uri(reference: str) -> bool:
+    from training.keras_classifier import MLFLOW_URI_SCHEMES
+
+    return reference.startswith(MLFLOW_URI_SCHEMES)
 
 
 @app.command()
@@ -96,75 +114,143 @@ def download(
     typer.echo(f"unpacked into {root}; next: catsdogs data {root}")
 
 
+def _config_option(field: str, help: str, *names: str):
+    """An option that overrides one TrainConfig field; its default is TrainConfig's."""
+    default = TrainConfig.model_fields[field].default
+    return typer.Option(*names, help=help, show_default=str(default))
+
+
 @app.command()
 def train(
-    data_dir: DataDir = DEFAULT_DATA_DIR,
-    mode: Annotated[
-        Mode, typer.Option(help="fast | finetune | scratch (see TrainConfig).")
-    ] = "fast",
-    seed: Annotated[int, typer.Option(help="Seeds every source of randomness.")] = 42,
-    image_size: Annotated[int, typer.Option(help="Model input side, in pixels.")] = (
-        DEFAULT_IMAGE_SIZE
-    ),
-    weights: Annotated[str, typer.Option(help='"imagenet" or a path to a .h5 file.')] = "imagenet",
-    head_epochs: Annotated[int | None, typer.Option(help="Max epochs of the head phase.")] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Folder of labelled photos (cat/ and dog/ folders, Kaggle layouts).",
+            show_default="the embedded sample, data/sample",
+        ),
+    ] = None,
+    mode: Annotated[Mode | None, _config_option("mode", "See TrainConfig.")] = None,
+    seed: Annotated[int | None, _config_option("seed", "Seeds every source of randomness.")] = None,
+    image_size: Annotated[
+        int | None, _config_option("image_size", "Model input side, in pixels.")
+    ] = None,
+    weights: Annotated[
+        str | None, _config_option("weights", '"imagenet" or a path to a .h5 file.')
+    ] = None,
+    head_epochs: Annotated[
+        int | None, _config_option("head_epochs", "Max epochs of the head phase.")
+    ] = None,
     finetune_epochs: Annotated[
-        int | None, typer.Option(help="Max epochs of the fine-tuning phase.")
+        int | None, _config_option("finetune_epochs", "Max epochs of the fine-tuning phase.")
     ] = None,
-    batch_size: Annotated[int | None, typer.Option()] = None,
+    batch_size: Annotated[int | None, _config_option("batch_size", "Images per step.")] = None,
     force_champion: Annotated[
-        bool, typer.Option(help="Make this model the champion even if it is not better.")
-    ] = False,
-    config_file: Annotated[
-        Path | None, typer.Option("--config", help="JSON file of TrainConfig fields.")
+        bool | None,
+        _config_option(
+            "force_champion",
+            "Make this model the champion even if it is not better.",
+            "--force-champion/--no-force-champion",
+        ),
     ] = None,
+    config_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", help="JSON file of TrainConfig fields; options given here override it."
+        ),
+    ] = None,
+    verbose: Verbose = False,
 ) -> None:
     """Train a model, track it in MLflow, register it and save it to the BentoML store."""
-    from training.train import train as run_training
 
-    values = json.loads(config_file.read_text()) if config_file else {}
-    values |= {
+    given = {
         "data_dir": data_dir,
         "mode": mode,
         "seed": seed,
         "image_size": image_size,
         "weights": weights,
+        "head_epochs": head_epochs,
+        "finetune_epochs": finetune_epochs,
+        "batch_size": batch_size,
         "force_champion": force_champion,
     }
-    overrides = {"head_epochs": head_epochs, "finetune_epochs": finetune_epochs,
-                 "batch_size": batch_size}  # fmt: skip
-    values |= {name: value for name, value in overrides.items() if value is not None}
+    values = _or_exit(lambda: read_config_file(config_file)) if config_file else {}
+    values |= {name: value for name, value in given.items() if value is not None}
     config = _or_exit(lambda: TrainConfig(**values))
-    result = _or_exit(lambda: run_training(config))
-    from training.evaluate import format_metrics_table
+    _configure_output(verbose, tensorflow=True)
+    from training.progress import ConsoleProgress
+    from training.train import train as run_training
 
-    typer.echo(format_metrics_table(result.test_metrics))
-    for name, value in result.timings.items():
-        typer.echo(f"{name}: {value:.1f}")
+    console = Console()
+    console.print(
+        f"[bold]catsdogs train[/bold]: {config.mode} mode, {config.image_size} px, "
+        f"seed {config.seed}, data {config.data_dir}"
+    )
+    result = _or_exit(lambda: run_training(config, ConsoleProgress(console, quiet=not verbose)))
+    _show_training_result(console, result)
+
+
+def _show_training_result(console: Console, result) -> None:
+    import mlflow
+    from rich.table import Table
+
+    table = Table(title=f"Test split ({result.test_metrics['count']} photos)", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in result.test_metrics.items():
+        if name != "count":
+            table.add_row(name, f"{value:.4f}")
+    console.print(table)
     registered = result.registered
-    typer.echo(f"MLflow run {result.run_id}, model {registered.mlflow_uri}")
-    typer.echo(f"BentoML model {registered.bento_tag}")
-    typer.echo(f"champion: {registered.champion_reason}")
+    lines = [
+        f"MLflow:   run {result.run_id}, model {registered.mlflow_uri} "
+        f"({mlflow.get_tracking_uri()})",
+        f"BentoML:  {registered.bento_tag} (`bentoml models list`)",
+        f"Champion: {registered.champion_reason}",
+        "",
+        "Next: serve it, then ask it about a photo (in another terminal):",
+        "  bentoml serve",
+        f"  curl -F file=@{_example_photo()} http://127.0.0.1:3000/predict",
+    ]
+    for line in lines:
+        console.print(line, soft_wrap=True, highlight=False)
+
+
+def _example_photo() -> str:
+    photo = min((DEFAULT_DATA_DIR / "cat").glob("*.jpg"))
+    try:
+        return str(photo.relative_to(Path.cwd()))
+    except ValueError:
+        return str(photo)
+
+
+def read_config_file(path: Path) -> dict:
+    """TrainConfig fields from a JSON file (validated with the command line's values)."""
+    try:
+        values = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} must hold a JSON object of TrainConfig fields")
+    return values
 
 
 @app.command()
 def evaluate(
     data_dir: DataDir,
     model: ModelRef = f"{MODEL_NAME}:latest",
-    runtime: Runtime = None,
+    runtime: RuntimeOption = None,
     split: Annotated[
-        str,
-        typer.Option(help="all, or one split of the content-hash split: train|validation|test."),
+        Split, typer.Option(help="all, or one part of the content-hash split.")
     ] = "all",
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Score a model on a folder of labelled photos."""
-    from catsdogs.models import load_classifier
-    from training.data import SPLITS, load_dataset
+    _configure_output(verbose, tensorflow=runtime == "keras" or _is_mlflow_uri(model))
+    from training.data import load_dataset
     from training.evaluate import compute_metrics, format_metrics_table
+    from training.keras_classifier import load_classifier
 
-    if split != "all" and split not in SPLITS:
-        raise typer.BadParameter(f"split must be all or one of {SPLITS}")
     classifier = _or_exit(lambda: load_classifier(model, runtime))
     dataset = _or_exit(lambda: load_dataset(data_dir, classifier.image_size))
     if split == "all":
@@ -186,17 +272,19 @@ def evaluate(
 def predict(
     images: Annotated[list[Path], typer.Argument(help="Image files to classify.")],
     model: ModelRef = f"{MODEL_NAME}:latest",
-    runtime: Runtime = None,
+    runtime: RuntimeOption = None,
+    verbose: Verbose = False,
 ) -> None:
     """Classify image files: one line each, label and confidence."""
-    from catsdogs.models import load_classifier
-    from catsdogs.preprocessing import InvalidImageError
+    _configure_output(verbose, tensorflow=runtime == "keras" or _is_mlflow_uri(model))
+    from catsdogs.errors import RefusedInput
+    from training.keras_classifier import load_classifier
 
     classifier = _or_exit(lambda: load_classifier(model, runtime))
     for path in images:
         try:
             [prediction] = classifier.predict_images([path.read_bytes()])
-        except (InvalidImageError, OSError) as error:
+        except (RefusedInput, OSError) as error:
             typer.echo(f"{path}\terror: {error}", err=True)
             continue
         typer.echo(f"{path}\t{prediction.label}\t{prediction.confidence:.4f}")

@@ -11,6 +11,10 @@ DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1] / "data" / "sample"
 """The small sample of real photos committed with the project: the embedded default."""
 
 Mode = Literal["fast", "finetune", "scratch"]
+Runtime = Literal["onnx", "keras"]
+"""How a trained model runs: ONNX Runtime (what the service runs) or Keras."""
+Split = Literal["all", "train", "validation", "test"]
+"""All labelled images of a folder, or one part of the content-hash split."""
 
 
 class TrainConfig(BaseModel):

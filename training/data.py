@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from catsdogs.config import CLASS_NAMES
-from catsdogs.preprocessing import InvalidImageError, prepare_image
+from catsdogs.errors import RefusedInput
+from catsdogs.preprocessing import prepare_image
 
 logger = logging.getLogger(__name__)
 
@@ -183,14 +184,14 @@ def load_dataset(
     def prepare(item: tuple[Path, str, str, bytes]):
         try:
             return prepare_image(item[3], image_size)
-        except InvalidImageError as error:
+        except RefusedInput as error:
             return error
 
     # Pillow releases the GIL while decoding and resizing, so threads use every core.
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
         for (path, label, digest, _), result in zip(unique, pool.map(prepare, unique), strict=True):
             relative = path.relative_to(root).as_posix()
-            if isinstance(result, InvalidImageError):
+            if isinstance(result, RefusedInput):
                 rejected.append(Rejected(relative, result.reason, str(result)))
                 continue
             pixels[len(samples)] = result.pixels

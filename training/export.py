@@ -1,7 +1,7 @@
 """Export a trained Keras model to ONNX for serving, and prove the export computes the same.
 
-Training stays in Keras; serving runs the exported graph with ONNX Runtime (about 3x faster
-than TensorFlow on this CPU, and no TensorFlow in the serving image).
+Training stays in Keras; serving runs the exported graph with ONNX Runtime (faster on CPU,
+and no TensorFlow in the serving image).
 """
 
 from pathlib import Path
@@ -10,10 +10,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from catsdogs.classifier import onnx_infer
 from catsdogs.config import ONNX_TOLERANCE
-from catsdogs.predict import onnx_infer
 
-AUGMENTATION_LAYER = "augmentation"  # training/model.py's name for the random-augmentation block
+# training/architectures.py's name for the random-augmentation block.
+AUGMENTATION_LAYER = "augmentation"
 
 
 class ExportMismatchError(RuntimeError):

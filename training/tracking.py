@@ -19,6 +19,7 @@ from mlflow.models import infer_signature
 
 from catsdogs.config import KERAS_FILE_NAME, ONNX_FILE_NAME
 from training.data import Dataset
+from training.progress import Advance
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,24 @@ class EpochMetricsLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         values = {f"{self.phase}_{name}": float(value) for name, value in (logs or {}).items()}
         mlflow.log_metrics(values, step=self.first_step + epoch)
+
+
+class KerasProgress(keras.callbacks.Callback):
+    """Moves a progress bar (training.progress) on after every epoch (fit) or batch
+    (predict)."""
+
+    def __init__(self, advance: Advance, shown: tuple[str, ...] = ("loss", "val_loss")):
+        super().__init__()
+        self.advance = advance
+        self.shown = shown
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        self.advance(**{name: float(logs[name]) for name in self.shown if name in logs})
+
+    def on_predict_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        outputs = (logs or {}).get("outputs")
+        self.advance(len(outputs) if outputs is not None else 1)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ import importlib.util
 import json
 
 import pytest
-from conftest import ROOT
+
+from helpers import ROOT
 
 spec = importlib.util.spec_from_file_location("serving_benchmark", ROOT / "benchmarks/serving.py")
 benchmark = importlib.util.module_from_spec(spec)

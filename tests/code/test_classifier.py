@@ -4,9 +4,10 @@ import keras
 import numpy as np
 import pytest
 
+from catsdogs.classifier import Classifier, onnx_infer, to_predictions
 from catsdogs.config import ONNX_TOLERANCE
-from catsdogs.predict import Classifier, keras_infer, onnx_infer, to_predictions
 from training.export import export_onnx
+from training.keras_classifier import keras_infer
 
 
 def _tiny_model(size: int) -> keras.Model:

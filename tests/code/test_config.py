@@ -163,15 +163,64 @@ def test_image_limits_accept_custom_values_and_are_frozen() -> None:
 
 
 def test_service_settings_share_the_cores_among_the_workers(monkeypatch):
-    from catsdogs import serving
+    from catsdogs import settings
 
-    monkeypatch.setattr(serving, "available_cores", lambda: 4)
-    defaults = serving.ServiceSettings.from_env({})
+    monkeypatch.setattr(settings, "available_cores", lambda: 4)
+    defaults = settings.ServiceSettings()
     assert (defaults.worker_count, defaults.threads_per_worker) == (1, 4)
-    per_core = serving.ServiceSettings.from_env({"CATSDOGS_WORKERS": "0"})
+    monkeypatch.setenv("CATSDOGS_WORKERS", "0")
+    per_core = settings.ServiceSettings()
     assert (per_core.worker_count, per_core.threads_per_worker) == (4, 1)
-    explicit = serving.ServiceSettings.from_env({"CATSDOGS_WORKERS": "3", "CATSDOGS_THREADS": "2"})
-    assert (explicit.worker_count, explicit.threads_per_worker) == (3, 2)
-    assert serving.ServiceSettings.from_env({"CATSDOGS_WORKERS": "8"}).threads_per_worker == 1
-    with pytest.raises(ValueError):
-        serving.ServiceSettings.from_env({"CATSDOGS_MAX_BATCH_SIZE": "0"})
+    monkeypatch.setenv("CATSDOGS_WORKERS", "3")
+    monkeypatch.setenv("CATSDOGS_THREADS", "2")
+    assert (
+        settings.ServiceSettings().worker_count,
+        settings.ServiceSettings().threads_per_worker,
+    ) == (3, 2)
+    monkeypatch.delenv("CATSDOGS_THREADS")
+    monkeypatch.setenv("CATSDOGS_WORKERS", "8")
+    assert settings.ServiceSettings().threads_per_worker == 1
+
+
+def test_service_settings_read_every_variable(monkeypatch, tmp_path):
+    from catsdogs.settings import ServiceSettings
+
+    variables = {
+        "CATSDOGS_MODEL_TAG": "catsdogs:abc",
+        "CATSDOGS_MAX_BYTES": "1000",
+        "CATSDOGS_MAX_PIXELS": "5000",
+        "CATSDOGS_MIN_SIDE": "40",
+        "CATSDOGS_MAX_FILES": "3",
+        "CATSDOGS_MAX_BATCH_SIZE": "4",
+        "CATSDOGS_MAX_QUEUE": "9",
+        "CATSDOGS_MONITORING_DIR": str(tmp_path),
+    }
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    loaded = ServiceSettings()
+    assert loaded.model_tag == "catsdogs:abc"
+    assert loaded.limits == ImageLimits(max_bytes=1000, max_pixels=5000, min_side=40)
+    assert (loaded.max_files, loaded.max_batch_size, loaded.max_queue) == (3, 4, 9)
+    assert loaded.monitoring_dir == tmp_path
+    assert loaded.max_body_bytes(1) < loaded.max_body_bytes(3)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "words"),
+    [
+        ("CATSDOGS_MAX_BYTES", "two", "valid integer"),
+        ("CATSDOGS_WORKERS", "two", "valid integer"),
+        ("CATSDOGS_MAX_BATCH_SIZE", "0", "greater than 0"),
+        ("CATSDOGS_MIN_SIDE", "-5", "greater than 0"),
+    ],
+)
+def test_a_bad_setting_stops_with_one_line_naming_it(monkeypatch, capsys, variable, value, words):
+    from catsdogs.settings import load_settings
+
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SystemExit) as stopped:
+        load_settings()
+    assert stopped.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"catsdogs: invalid setting {variable}={value!r}")
+    assert words in line

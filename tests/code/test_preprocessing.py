@@ -15,14 +15,16 @@ import pytest
 from PIL import Image, features
 
 from catsdogs.config import ImageLimits
-from catsdogs.preprocessing import InvalidImageError, PreparedImage, prepare_image, read_image
+from catsdogs.errors import RefusedInput
+from catsdogs.preprocessing import PreparedImage, prepare_image, read_image
+from helpers import SAMPLE_DIR
+from helpers import photos as sample_photos
 
-SAMPLE_DIR = Path(__file__).resolve().parents[2] / "data" / "sample"
 SIZE = 64
 
 
 def _photos(label: str) -> list[Path]:
-    photos = sorted((SAMPLE_DIR / label).glob("*.jpg"))
+    photos = sample_photos(label)
     assert photos, f"no sample photos in {SAMPLE_DIR / label}"
     return photos
 
@@ -58,7 +60,7 @@ def _png_header_only(width: int, height: int) -> bytes:
 
 
 def _reason(data: bytes, limits: ImageLimits | None = None) -> str:
-    with pytest.raises(InvalidImageError) as caught:
+    with pytest.raises(RefusedInput) as caught:
         if limits is None:
             prepare_image(data, SIZE)
         else:
@@ -284,7 +286,7 @@ def test_empty_bytes_are_rejected() -> None:
 def test_empty_file_is_rejected(tmp_path: Path) -> None:
     path = tmp_path / "empty.jpg"
     path.touch()
-    with pytest.raises(InvalidImageError) as caught:
+    with pytest.raises(RefusedInput) as caught:
         read_image(path, SIZE)
     assert caught.value.reason == "empty"
 
@@ -293,9 +295,13 @@ def test_text_file_is_not_an_image() -> None:
     assert _reason(b"cat,dog\n1,2\n" * 20) == "not_an_image"
 
 
-def test_invalid_image_error_is_a_value_error_with_a_message() -> None:
-    with pytest.raises(ValueError, match=r"\w"):
+def test_a_refused_image_carries_its_reason_status_and_message() -> None:
+    with pytest.raises(RefusedInput, match=r"\w") as caught:
         prepare_image(b"not an image at all", SIZE)
+    assert (caught.value.reason, caught.value.status) == ("not_an_image", 400)
+    with pytest.raises(RefusedInput) as caught:
+        prepare_image(_png_header_only(20_000, 20_000), SIZE)
+    assert (caught.value.reason, caught.value.status) == ("too_many_pixels", 413)
 
 
 def test_truncated_jpeg_is_corrupt() -> None:
@@ -337,7 +343,8 @@ def test_decompression_bomb_is_refused_without_decoding(tmp_path: Path) -> None:
     child = """
 import json, re, sys, warnings
 from pathlib import Path
-from catsdogs.preprocessing import InvalidImageError, prepare_image
+from catsdogs.errors import RefusedInput
+from catsdogs.preprocessing import prepare_image
 def peak_kib():
     status = Path("/proc/self/status").read_text()
     return int(re.search(r"^VmHWM:\\s+(\\d+) kB", status, re.M).group(1))
@@ -347,7 +354,7 @@ before = peak_kib()
 try:
     prepare_image(data, 64)
     reason = None
-except InvalidImageError as error:
+except RefusedInput as error:
     reason = error.reason
 print(json.dumps({"reason": reason, "peak_kib": peak_kib() - before}))
 """
@@ -366,7 +373,7 @@ print(json.dumps({"reason": reason, "peak_kib": peak_kib() - before}))
 
 def test_header_beyond_pillow_bomb_limit_is_too_many_pixels() -> None:
     # 400 MP: Pillow itself raises DecompressionBombError while opening; that must still be
-    # an InvalidImageError, not an unexpected exception.
+    # an RefusedInput, not an unexpected exception.
     assert _reason(_png_header_only(20_000, 20_000)) == "too_many_pixels"
     assert _reason(_png_header_only(20_000, 20_000), ImageLimits(max_pixels=10**12)) == (
         "too_many_pixels"

@@ -9,7 +9,6 @@ import re
 import socket
 import stat
 import sys
-import threading
 import zipfile
 from collections import Counter
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import SAMPLE_DIR, free_port, photos, serve_in_thread
 from training.download import (
     DownloadError,
     download_file,
@@ -26,7 +26,6 @@ from training.download import (
     extract_zip,
 )
 
-SAMPLE_DIR = Path(__file__).resolve().parents[2] / "data" / "sample"
 ZIP_NAME = "kagglecatsanddogs_5340.zip"
 PHOTOS_PER_CLASS = 3
 
@@ -75,16 +74,8 @@ def server(tmp_path: Path) -> Iterator[Server]:
     root.mkdir()
     requests: Counter[tuple[str, str]] = Counter()
     handler = functools.partial(_CountingHandler, directory=str(root), requests=requests)
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        host, port = httpd.server_address[:2]
-        yield Server(base_url=f"http://{host}:{port}", root=root, requests=requests)
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=10)
+    with serve_in_thread(handler) as url:
+        yield Server(base_url=url, root=root, requests=requests)
 
 
 @pytest.fixture
@@ -92,9 +83,9 @@ def petimages_zip(server: Server) -> dict[str, bytes]:
     """Write a Kaggle-layout zip into the served folder; return its members' expected bytes."""
     members: dict[str, bytes] = {}
     for folder, label in (("cat", "Cat"), ("dog", "Dog")):
-        photos = sorted((SAMPLE_DIR / folder).glob("*.jpg"))[:PHOTOS_PER_CLASS]
-        assert len(photos) == PHOTOS_PER_CLASS, f"missing sample photos in {SAMPLE_DIR / folder}"
-        for index, photo in enumerate(photos):
+        chosen = photos(folder)[:PHOTOS_PER_CLASS]
+        assert len(chosen) == PHOTOS_PER_CLASS, f"missing sample photos in {SAMPLE_DIR / folder}"
+        for index, photo in enumerate(chosen):
             members[f"PetImages/{label}/{index}.jpg"] = photo.read_bytes()
     # The junk the real archive ships: an empty "JPEG" and a Windows thumbnail cache.
     members["PetImages/Cat/666.jpg"] = b""
@@ -105,12 +96,6 @@ def petimages_zip(server: Server) -> dict[str, bytes]:
         for name, data in members.items():
             zf.writestr(name, data)
     return members
-
-
-def _find_free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _list_files(folder: Path) -> list[Path]:
@@ -180,7 +165,7 @@ def test_download_petimages_404_leaves_dest_empty(server: Server, tmp_path: Path
 
 
 def test_connection_refused_raises_download_error(tmp_path: Path) -> None:
-    url = f"http://127.0.0.1:{_find_free_port()}/{ZIP_NAME}"
+    url = f"http://127.0.0.1:{free_port()}/{ZIP_NAME}"
     dest = tmp_path / ZIP_NAME
 
     with pytest.raises(DownloadError) as excinfo:

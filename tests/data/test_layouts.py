@@ -8,14 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from helpers import SAMPLE_DIR
+from helpers import photos as sample_photos
 from training.data import Rejected, find_labelled_files, load_dataset
 
-SAMPLE_DIR = Path(__file__).resolve().parents[2] / "data" / "sample"
 SIZE = 64
 
 
 def _photos(label: str) -> list[Path]:
-    photos = sorted((SAMPLE_DIR / label).glob("*.jpg"))
+    photos = sample_photos(label)
     assert len(photos) >= 8, f"too few sample photos in {SAMPLE_DIR / label}"
     return photos
 

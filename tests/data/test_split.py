@@ -12,11 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from helpers import FULL_DATA_DIR, SAMPLE_DIR, photos
 from training.data import SPLITS, assign_split, load_dataset
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-SAMPLE_DIR = PROJECT_ROOT / "data" / "sample"
-SHARED_DATA = PROJECT_ROOT.parent / "shared/datasets/catsdogs"
 SIZE = 32
 
 
@@ -136,8 +134,8 @@ def test_adding_photos_keeps_every_old_split(tmp_path: Path) -> None:
     before = load_dataset(root, image_size=SIZE)
     old_splits = {s.path: s.split for s in before.samples}
 
-    _new_photos(sorted((SAMPLE_DIR / "cat").glob("*.jpg"))[:10], root / "cat")
-    _new_photos(sorted((SAMPLE_DIR / "dog").glob("*.jpg"))[:10], root / "dog")
+    _new_photos(photos("cat")[:10], root / "cat")
+    _new_photos(photos("dog")[:10], root / "dog")
     after = load_dataset(root, image_size=SIZE)
 
     assert after.duplicates == []
@@ -155,8 +153,8 @@ def test_renaming_or_moving_a_file_keeps_its_split(tmp_path: Path) -> None:
     before = load_dataset(root, image_size=SIZE)
     by_hash = {s.sha256: s for s in before.samples}
 
-    cats = sorted((root / "cat").glob("*.jpg"))
-    dogs = sorted((root / "dog").glob("*.jpg"))
+    cats = photos("cat", root)
+    dogs = photos("dog", root)
     cats[0].rename(root / "cat" / "renamed.jpg")
     (root / "more" / "cats").mkdir(parents=True)
     cats[1].rename(root / "more" / "cats" / "moved.jpg")
@@ -178,14 +176,14 @@ def test_relabelling_a_file_changes_the_fingerprint(tmp_path: Path) -> None:
     root = tmp_path / "data"
     _copy_sample(root)
     before = load_dataset(root, image_size=SIZE)
-    sorted((root / "cat").glob("*.jpg"))[0].rename(root / "dog" / "was_a_cat.jpg")
+    photos("cat", root)[0].rename(root / "dog" / "was_a_cat.jpg")
     after = load_dataset(root, image_size=SIZE)
     assert after.fingerprint != before.fingerprint
 
 
-@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"full data set not found at {SHARED_DATA}")
+@pytest.mark.skipif(not FULL_DATA_DIR.is_dir(), reason=f"no full data set at {FULL_DATA_DIR}")
 def test_full_dataset_split_is_80_10_10() -> None:
-    dataset = load_dataset(SHARED_DATA, image_size=32)
+    dataset = load_dataset(FULL_DATA_DIR, image_size=32)
     assert len(dataset.samples) >= 1000
     fractions = _fractions([s.split for s in dataset.samples])
     assert fractions["train"] == pytest.approx(0.8, abs=0.03)

@@ -15,15 +15,15 @@ import pytest
 from PIL import Image
 
 from catsdogs.preprocessing import read_image
+from helpers import photos as sample_photos
 from training.data import Dataset, Duplicate, Rejected, Sample, load_dataset
 
-SAMPLE_DIR = Path(__file__).resolve().parents[2] / "data" / "sample"
 SIZE = 64
 GOOD_PER_CLASS = 4
 
 
 def _photos(label: str) -> list[Path]:
-    photos = sorted((SAMPLE_DIR / label).glob("*.jpg"))
+    photos = sample_photos(label)
     assert len(photos) > GOOD_PER_CLASS
     return photos
 

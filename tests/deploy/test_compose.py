@@ -9,7 +9,8 @@ from urllib.parse import urlparse
 
 import pytest
 import yaml
-from conftest import ROOT
+
+from helpers import ROOT
 
 COMPOSE = ROOT / "deploy" / "compose" / "docker-compose.yml"
 PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"

@@ -28,7 +28,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ROOT, SAMPLE_DIR
+
+from helpers import ROOT, SAMPLE_DIR
 
 pytestmark = pytest.mark.skipif(
     shutil.which("podman") is None,

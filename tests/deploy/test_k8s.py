@@ -9,7 +9,8 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
-from conftest import ROOT
+
+from helpers import ROOT
 
 BASE = ROOT / "deploy" / "k8s"
 K8S_VERSION = "1.30.0"

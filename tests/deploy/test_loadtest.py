@@ -13,7 +13,7 @@ import sys
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-from conftest import ROOT, SAMPLE_DIR, serve_in_thread
+from helpers import ROOT, SAMPLE_DIR, serve_in_thread
 
 LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"
 # Short think times so a few users make enough requests in a few seconds.

@@ -16,8 +16,9 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 import yaml
-from conftest import ROOT, SAMPLE_DIR
 from prometheus_client.parser import text_string_to_metric_families
+
+from helpers import ROOT, SAMPLE_DIR
 
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
 PROMETHEUS_CONFIG = PROMETHEUS_DIR / "prometheus.yml"

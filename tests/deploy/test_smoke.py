@@ -2,12 +2,12 @@
 
 import http.server
 import json
-import socket
 import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, SAMPLE_DIR, serve_in_thread
+
+from helpers import ROOT, SAMPLE_DIR, free_port, serve_in_thread
 
 SCRIPT = ROOT / "scripts" / "smoke_test.py"
 CAT = SAMPLE_DIR / "cat" / "cat.102.jpg"
@@ -54,12 +54,6 @@ def test_missing_photo_fails(server, tmp_path):
     result = smoke(server.url, "--dog", str(tmp_path / "nope.jpg"))
     assert result.returncode != 0
     assert "photo not found" in result.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_closed_port_is_unavailable():

@@ -1,8 +1,8 @@
 """Quality bar: fast mode on the full set of real photos must reach 0.97 test accuracy."""
 
 import pytest
-from conftest import FULL_DATA_DIR
 
+from helpers import FULL_DATA_DIR
 from training.config import TrainConfig
 from training.train import train
 

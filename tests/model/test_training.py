@@ -9,17 +9,17 @@ import keras
 import mlflow
 import numpy as np
 import pytest
-from conftest import SAMPLE_DIR
 from typer.testing import CliRunner
 
 from catsdogs.config import CLASS_NAMES, ONNX_TOLERANCE
-from catsdogs.models import load_classifier
 from catsdogs.preprocessing import read_image
+from helpers import SAMPLE_DIR, labelled_photos, photos
 from training.cli import app
 from training.config import TrainConfig
 from training.data import load_dataset
 from training.evaluate import METRIC_NAMES
 from training.export import ExportMismatchError, check_onnx_parity, export_onnx
+from training.keras_classifier import load_classifier
 from training.tracking import CHAMPION_ALIAS, decide_promotion
 from training.train import train
 
@@ -68,7 +68,8 @@ def test_run_records_config_data_metrics_and_artifacts(trained_model):
     assert logged_config == config.model_dump(mode="json")
 
 
-def test_registry_and_bento_store_hold_the_same_model(trained_model, sample_images):
+def test_registry_and_bento_store_hold_the_same_model(trained_model):
+    sample_images = [path for path, _ in labelled_photos(100)]
     registered = trained_model.registered
     from_mlflow = load_classifier(registered.mlflow_uri)
     from_bento = load_classifier(registered.bento_tag, runtime="keras")
@@ -110,7 +111,7 @@ def test_evaluate_command_reproduces_the_logged_test_metrics(trained_model, runt
 def test_predict_command_labels_photos_and_reports_bad_files(trained_model, tmp_path):
     not_an_image = tmp_path / "notes.jpg"
     not_an_image.write_text("hello")
-    cat, dog = (sorted((SAMPLE_DIR / label).glob("*.jpg"))[0] for label in ("cat", "dog"))
+    cat, dog = (photos(label)[0] for label in ("cat", "dog"))
     result = CliRunner().invoke(
         app, ["predict", str(cat), str(dog), str(not_an_image), "-m", "catsdogs:latest"]
     )
@@ -188,7 +189,8 @@ def _list_artifacts(client, run_id, path=None):
     return found
 
 
-def test_served_onnx_export_matches_the_keras_model(trained_model, sample_images):
+def test_served_onnx_export_matches_the_keras_model(trained_model):
+    sample_images = [path for path, _ in labelled_photos(100)]
     """Serving runs the ONNX export: same probabilities as Keras on every sample photo
     (within ONNX_TOLERANCE), so the same labels, and the check is recorded at training time."""
     keras_model = load_classifier(trained_model.registered.bento_tag, runtime="keras")

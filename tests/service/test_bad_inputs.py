@@ -16,9 +16,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import FULL_DATA_DIR, SAMPLE_DIR, run_bentoml_serve
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
+
+from catsdogs.settings import PART_OVERHEAD_BYTES
+from helpers import photo_dir, photos, run_bentoml_serve
 
 TIMEOUT = 120
 CANDIDATES_PER_CLASS = 16  # the default CATSDOGS_MAX_FILES: one /predict_batch per class
@@ -36,10 +38,6 @@ class Photo:
     def image(self) -> Image.Image:
         with Image.open(self.path) as image:
             return image.convert("RGB")
-
-
-def _photo_dir() -> Path:
-    return FULL_DATA_DIR if FULL_DATA_DIR.is_dir() else SAMPLE_DIR
 
 
 def _encode(image: Image.Image, fmt: str, **options) -> bytes:
@@ -63,7 +61,7 @@ def classified(server) -> dict[str, list[Photo]]:
     those given their true label."""
     result = {}
     for label in ("cat", "dog"):
-        paths = sorted((_photo_dir() / label).glob("*.jpg"))[:CANDIDATES_PER_CLASS]
+        paths = photos(label, photo_dir())[:CANDIDATES_PER_CLASS]
         files = [("file", (path.name, path.read_bytes())) for path in paths]
         response = _post(server.url, "/predict_batch", files=files)
         assert response.status_code == 200, response.text
@@ -184,7 +182,10 @@ def test_file_over_the_byte_limit_is_refused_before_decoding(limited_server, bes
     # A valid JPEG (Pillow ignores data after its end marker) that is too big.
     padded = photo + b"\0" * (LIMIT_MAX_BYTES + 1 - len(photo))
     response = _predict(limited_server.url, padded, "big.jpg", "image/jpeg")
-    _assert_refused(response, 413, "too_large", f"{len(padded)} bytes", str(LIMIT_MAX_BYTES))
+    _assert_refused(response, 413, "too_large", "file 1", f"over the limit of {LIMIT_MAX_BYTES}")
+    # The same as the request body itself.
+    response = _post(limited_server.url, content=padded, headers={"Content-Type": "image/jpeg"})
+    _assert_refused(response, 413, "too_large", f"over the limit of {LIMIT_MAX_BYTES}")
     # Not an image at all, but over the limit: refused for its size, so never decoded.
     junk = b"junk" * (LIMIT_MAX_BYTES // 4 + 1)
     response = _predict(limited_server.url, junk, "junk.jpg", "image/jpeg")
@@ -194,10 +195,16 @@ def test_file_over_the_byte_limit_is_refused_before_decoding(limited_server, bes
 
 
 def test_request_body_over_the_cap_is_refused(limited_server, best):
-    cap = LIMIT_MAX_FILES * (LIMIT_MAX_BYTES + 64 * 1024)
-    big = b"\xff" * (cap + 100_000)
+    # Each route's cap is what it can use: one file at the limit for /predict, max_files for
+    # /predict_batch (plus room for the multipart headers); a body over it is refused from
+    # its Content-Length, before it is read.
+    single_cap = LIMIT_MAX_BYTES + PART_OVERHEAD_BYTES
+    batch_cap = LIMIT_MAX_FILES * single_cap
+    big = b"\xff" * (single_cap + 100_000)
     response = _predict(limited_server.url, big, "huge.jpg", "image/jpeg")
-    _assert_refused(response, 413, "too_large", "request body", str(cap))
+    _assert_refused(response, 413, "too_large", "request body", str(single_cap))
+    response = _post(limited_server.url, "/predict_batch", files=[("file", ("a.jpg", big))] * 3)
+    _assert_refused(response, 413, "too_large", "request body", str(batch_cap))
     # Every file within its own limit, but together over the cap (and over max_files).
     files = [("file", (f"{i}.jpg", b"\xff" * (LIMIT_MAX_BYTES - 10))) for i in range(5)]
     response = _post(limited_server.url, "/predict_batch", files=files)

@@ -7,12 +7,15 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ROOT, SAMPLE_DIR, run_bentoml_serve
+import yaml
+
+from helpers import ROOT, photos, run_bentoml_serve
 
 BENTOML_CLI = Path(sys.executable).parent / "bentoml"
 
@@ -64,6 +67,12 @@ def test_bento_packs_the_serving_code_only(built_bento):
     assert not [f for f in files if f.endswith((".jpg", ".keras", ".db"))]
 
 
+def test_bentofile_ships_exactly_the_runtime_dependencies():
+    bentofile = yaml.safe_load((ROOT / "bentofile.yaml").read_text())
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert sorted(bentofile["python"]["packages"]) == sorted(project["dependencies"])
+
+
 def test_bento_pins_the_model_and_the_runtime_dependencies(built_bento):
     info = built_bento.info
     assert info["service"] == "service:CatsDogs"
@@ -85,8 +94,7 @@ def test_bento_pins_the_model_and_the_runtime_dependencies(built_bento):
 
 
 def test_built_bento_serves_real_photos(built_bento, tmp_path):
-    cat = sorted((SAMPLE_DIR / "cat").glob("*.jpg"))[0]
-    dog = sorted((SAMPLE_DIR / "dog").glob("*.jpg"))[0]
+    cat, dog = photos("cat")[0], photos("dog")[0]
     # A Bento tag, not a module: `bentoml serve` runs the code copied into the bento store.
     with run_bentoml_serve(built_bento.tag, tmp_path, built_bento.model_tag) as server:
         for photo, label in ((cat, "cat"), (dog, "dog")):

@@ -4,7 +4,8 @@ uploading a cat photo through "Try it out" and reading the answer off the page."
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLE_DIR
+
+from helpers import photos
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; .ci/run installs it where missing
 CHROMIUM_ARGS = [
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.skipif(
 def test_swagger_ui_classifies_an_uploaded_cat_photo(server, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
-    photo = sorted((SAMPLE_DIR / "cat").glob("*.jpg"))[0]
+    photo = photos("cat")[0]
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS

@@ -8,29 +8,20 @@ response is sent, so checks on them poll briefly (RECORDED_WITHIN) for the value
 import json
 import re
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import FULL_DATA_DIR, SAMPLE_DIR
 from prometheus_client.parser import text_string_to_metric_families
+
+from helpers import labelled_photos, photo_dir, wait_until
 
 TIMEOUT = 120
 BURST = 48
 THREADS = 24
 SCRAPES = 6  # each may be answered by either worker
 RECORDED_WITHIN = 5.0  # seconds for a response's background task to record its prediction
-
-
-def _photos(per_class: int) -> list[tuple[Path, str]]:
-    root = FULL_DATA_DIR if FULL_DATA_DIR.is_dir() else SAMPLE_DIR
-    return [
-        (path, label)
-        for label in ("cat", "dog")
-        for path in sorted((root / label).glob("*.jpg"))[:per_class]
-    ]
 
 
 def _predict(url: str, data: bytes, name: str = "photo.jpg", **kwargs) -> httpx.Response:
@@ -60,13 +51,12 @@ def _total(samples: list, name: str, **labels: str) -> float:
 def _scrape_until(url: str, done, what: str) -> list:
     """The first scrape for which done(samples) holds, polling for up to RECORDED_WITHIN
     seconds; fails saying `what` was not recorded."""
-    deadline = time.monotonic() + RECORDED_WITHIN
-    while True:
+
+    def scrape_if_done() -> list | None:
         samples = _scrape(url)
-        if done(samples):
-            return samples
-        assert time.monotonic() < deadline, f"{what} not recorded in {RECORDED_WITHIN} s"
-        time.sleep(0.1)
+        return samples if done(samples) else None
+
+    return wait_until(scrape_if_done, RECORDED_WITHIN, f"{what} recorded", interval=0.1)
 
 
 def _settled_scrape(url: str) -> list:
@@ -111,7 +101,7 @@ def _burst(url: str, photos: list[tuple[Path, str]]) -> list[httpx.Response]:
 
 
 def test_metrics_aggregate_all_workers_after_a_concurrent_burst(server):
-    photos = _photos(BURST // 2)
+    photos = labelled_photos(BURST // 2, photo_dir())
     assert len(photos) == BURST
     before = _settled_scrape(server.url)
     predictions_before = _total(before, "catsdogs_predictions_total")
@@ -152,7 +142,7 @@ def test_metrics_aggregate_all_workers_after_a_concurrent_burst(server):
 
 
 def test_model_info_rejections_and_histograms(server):
-    photo, _ = _photos(1)[0]
+    photo, _ = labelled_photos(1, photo_dir())[0]
     before = _settled_scrape(server.url)
     assert _predict(server.url, photo.read_bytes()).status_code == 200
     predictions_before = _total(before, "catsdogs_predictions_total")
@@ -212,7 +202,7 @@ def _request_logs(server) -> list[dict]:
 
 
 def test_request_id_is_echoed_and_logged(server):
-    photo, _ = _photos(1)[0]
+    photo, _ = labelled_photos(1, photo_dir())[0]
     response = _predict(server.url, photo.read_bytes(), headers={"x-request-id": "test-123"})
     assert response.status_code == 200, response.text
     assert response.headers["x-request-id"] == "test-123"
@@ -222,13 +212,11 @@ def test_request_id_is_echoed_and_logged(server):
     generated = _predict(server.url, photo.read_bytes()).headers["x-request-id"]
     assert re.fullmatch(r"[0-9a-f]{32}", generated), generated
 
-    deadline = time.monotonic() + 30
-    while True:
-        logs = {line["request_id"]: line for line in _request_logs(server)}
-        if {"test-123", "test-124", generated} <= set(logs) or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    assert "test-123" in logs, server.log()[-3000:]
+    def logged() -> dict | None:
+        lines = {line["request_id"]: line for line in _request_logs(server)}
+        return lines if {"test-123", "test-124", generated} <= set(lines) else None
+
+    logs = wait_until(logged, 30, "the request log lines")
     line = logs["test-123"]
     assert line["event"] == "request"
     assert line["method"] == "POST"
@@ -253,24 +241,22 @@ def _prediction_records(server) -> tuple[list[Path], list[dict]]:
 
 
 def test_prediction_logs(server):
-    photo, _ = _photos(1)[0]
+    photo, _ = labelled_photos(1, photo_dir())[0]
     response = _predict(server.url, photo.read_bytes(), headers={"x-request-id": "monitor-1"})
     assert response.status_code == 200, response.text
 
     # Written after the response: wait until ours is there and every prediction the service
-    # counted is logged (or RECORDED_WITHIN has passed; the assertions below then say why).
-    deadline = time.monotonic() + RECORDED_WITHIN
-    while time.monotonic() < deadline:
+    # counted is logged.
+    def all_logged() -> bool:
         try:
             _, records = _prediction_records(server)
         except ValueError:  # a line caught half-written
-            records = []
+            return False
         predictions = _total(_scrape(server.url), "catsdogs_predictions_total")
-        if len(records) == predictions and any(
-            record.get("x_request_id") == "monitor-1" for record in records
-        ):
-            break
-        time.sleep(0.1)
+        ours = any(record.get("x_request_id") == "monitor-1" for record in records)
+        return ours and len(records) == predictions
+
+    wait_until(all_logged, RECORDED_WITHIN, "every prediction in the records", interval=0.1)
 
     files, records = _prediction_records(server)
     assert files, f"no prediction logs under {server.monitoring_dir}"

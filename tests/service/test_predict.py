@@ -5,25 +5,15 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from conftest import FULL_DATA_DIR, SAMPLE_DIR
 
-from catsdogs.models import load_classifier
+from catsdogs.model_loader import load_bento_classifier
+from helpers import labelled_photos, photo_dir, photos
 
 PHOTOS_PER_CLASS = 150
 
 
-def _real_photos() -> list[tuple[Path, str]]:
-    """A few hundred labelled real photos: the full data set if present, else the sample."""
-    root = FULL_DATA_DIR if FULL_DATA_DIR.is_dir() else SAMPLE_DIR
-    return [
-        (path, label)
-        for label in ("cat", "dog")
-        for path in sorted((root / label).glob("*.jpg"))[-PHOTOS_PER_CLASS:]
-    ]
-
-
 def test_predictions_over_http_match_offline_evaluation(server):
-    photos = _real_photos()
+    photos = labelled_photos(PHOTOS_PER_CLASS, photo_dir(), last=True)
 
     def post(path: Path) -> dict:
         response = httpx.post(
@@ -34,7 +24,9 @@ def test_predictions_over_http_match_offline_evaluation(server):
 
     with ThreadPoolExecutor(8) as pool:
         served = list(pool.map(post, [path for path, _ in photos]))
-    offline = load_classifier(server.model_tag).predict_images([p.read_bytes() for p, _ in photos])
+    offline = load_bento_classifier(server.model_tag).predict_images(
+        [p.read_bytes() for p, _ in photos]
+    )
 
     labels = [label for _, label in photos]
     served_accuracy = np.mean([s["label"] == t for s, t in zip(served, labels, strict=True)])
@@ -54,8 +46,7 @@ def test_predictions_over_http_match_offline_evaluation(server):
 
 
 def test_batch_endpoint_answers_each_file_in_order(server):
-    cat = sorted((SAMPLE_DIR / "cat").glob("*.jpg"))[0]
-    dog = sorted((SAMPLE_DIR / "dog").glob("*.jpg"))[0]
+    cat, dog = photos("cat")[0], photos("dog")[0]
     files = [("file", (p.name, p.read_bytes())) for p in (cat, dog, cat)]
     response = httpx.post(f"{server.url}/predict_batch", files=files, timeout=60)
     assert response.status_code == 200, response.text

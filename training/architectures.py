@@ -1,5 +1,6 @@
-"""Model architectures. Every model takes raw RGB uint8 images of config.image_size and returns
-class probabilities: scaling and augmentation are layers inside it."""
+"""The model architectures that training builds. Every model takes raw RGB uint8 images of
+config.image_size and returns class probabilities: scaling and augmentation are layers inside
+it."""
 
 import os
 from pathlib import Path

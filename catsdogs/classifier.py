@@ -1,8 +1,9 @@
-"""Classify preprocessed images with a trained model, run by ONNX Runtime or by Keras.
+"""A trained classifier behind one inference function, and the ONNX Runtime one that serves.
 
-Both runtimes take the same (N, size, size, 3) uint8 RGB batch that prepare_image returns and
-give the same class probabilities (within config.ONNX_TOLERANCE): the model scales its input
-itself. Serving uses ONNX Runtime only, so the service needs no TensorFlow.
+An inference function takes the (N, size, size, 3) uint8 RGB batch that prepare_image returns
+(the model scales its input itself) and gives class probabilities. Serving runs the ONNX export
+with ONNX Runtime, so it needs no TensorFlow; training wraps the Keras model in the same
+Classifier (training/keras_classifier.py), and the two agree within config.ONNX_TOLERANCE.
 """
 
 from collections.abc import Callable, Sequence
@@ -67,7 +68,7 @@ class Classifier:
         return np.concatenate(chunks).astype(np.float32, copy=False)
 
     def predict_images(self, images: Sequence[bytes]) -> list[Prediction]:
-        """Decode, preprocess and classify encoded images (raises InvalidImageError)."""
+        """Decode, preprocess and classify encoded images (raises RefusedInput)."""
         pixels = np.stack([prepare_image(data, self.image_size).pixels for data in images])
         return self.to_predictions(self.predict_pixels(pixels))
 
@@ -96,29 +97,6 @@ def onnx_infer(path: Path, threads: int | None = None) -> InferFn:
     def infer(pixels: np.ndarray) -> np.ndarray:
         return session.run(None, {input_name: pixels})[0]
 
-    return infer
-
-
-def keras_infer(model: Any, image_size: int) -> InferFn:
-    """A Keras model called through a tf.function with a fixed input signature.
-
-    An eager call or model.predict per request costs several times more on CPU
-    (../shared/notes/stack.md). Imports TensorFlow: training, evaluation and benchmarks only.
-    """
-    import tensorflow as tf
-
-    input_shape = tuple(model.input_shape[1:])
-    if input_shape != (image_size, image_size, 3):
-        raise ValueError(f"model input shape {input_shape} does not match image_size {image_size}")
-    function = tf.function(
-        lambda pixels: model(pixels, training=False),
-        input_signature=[tf.TensorSpec((None, image_size, image_size, 3), tf.uint8)],
-    )
-
-    def infer(pixels: np.ndarray) -> np.ndarray:
-        return function(tf.convert_to_tensor(pixels)).numpy()
-
-    infer.function = function  # for tests: one trace serves every batch size
     return infer
 
 

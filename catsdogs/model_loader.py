@@ -1,0 +1,52 @@
+"""Load a trained classifier from the BentoML model store, run by ONNX Runtime (as served).
+
+Class names and image size come from the model's own metadata, written once at training time.
+Running the Keras model instead, or a model from MLflow, is training-side:
+training/keras_classifier.py.
+"""
+
+from pathlib import Path
+from typing import Any
+
+from catsdogs.classifier import Classifier, onnx_infer
+from catsdogs.config import MODEL_NAME, ONNX_FILE_NAME
+
+
+def load_bento_classifier(tag: str = f"{MODEL_NAME}:latest", threads: int | None = None):
+    """The ONNX export of a model in the BentoML store (`catsdogs:latest`, `catsdogs:abc123`)."""
+    import bentoml
+
+    return classifier_from_bento_model(bentoml.models.get(tag), threads)
+
+
+def classifier_from_bento_model(bento_model: Any, threads: int | None = None) -> Classifier:
+    """Classifier for a bentoml Model (from the store or a BentoModel reference in a service)."""
+    metadata = checked_metadata(dict(bento_model.info.metadata), str(bento_model.tag))
+    path = Path(bento_model.path_of(ONNX_FILE_NAME))
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"model {bento_model.tag} has no {ONNX_FILE_NAME} (trained before ONNX export "
+            f"was added): retrain it, or run it with the keras runtime"
+        )
+    infer = onnx_infer(path, threads)
+    return classifier_from_metadata(infer, metadata, str(bento_model.tag), "onnx")
+
+
+def checked_metadata(metadata: dict[str, Any], source: str) -> dict[str, Any]:
+    missing = {"class_names", "image_size"} - metadata.keys()
+    if missing:
+        raise ValueError(f"model {source} has no {sorted(missing)} in its metadata")
+    return metadata
+
+
+def classifier_from_metadata(
+    infer, metadata: dict[str, Any], source: str, runtime: str
+) -> Classifier:
+    return Classifier(
+        infer,
+        class_names=metadata["class_names"],
+        image_size=int(metadata["image_size"]),
+        source=source,
+        runtime=runtime,
+        metadata=metadata,
+    )

@@ -1,0 +1,200 @@
+"""Helpers every test shares: where the photos are, free ports, waiting for a condition,
+starting and stopping a server by its process group (`bentoml serve` among them), and
+multipart bodies.
+
+Import them as `from helpers import ...` (pytest puts tests/ on the path through conftest.py).
+"""
+
+import contextlib
+import http.server
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_DIR = ROOT / "data" / "sample"
+# The full set of real photos (3,086) beside the project; CI has it too.
+FULL_DATA_DIR = Path(
+    os.environ.get("CATSDOGS_FULL_DATA", ROOT.parent / "shared" / "datasets" / "catsdogs")
+)
+LABELS = ("cat", "dog")
+
+
+def photo_dir() -> Path:
+    """The full set of real photos where present, else the committed sample."""
+    return FULL_DATA_DIR if FULL_DATA_DIR.is_dir() else SAMPLE_DIR
+
+
+def photos(label: str, root: Path = SAMPLE_DIR) -> list[Path]:
+    """The JPEG photos of one label under root, in a stable order."""
+    return sorted((root / label).glob("*.jpg"))
+
+
+def labelled_photos(
+    per_class: int, root: Path = SAMPLE_DIR, last: bool = False
+) -> list[tuple[Path, str]]:
+    """per_class photos of each label (the first ones, or the last with last=True)."""
+    pick = slice(-per_class, None) if last else slice(per_class)
+    return [(path, label) for label in LABELS for path in photos(label, root)[pick]]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until(
+    condition: Callable[[], object], timeout: float, what: str, interval: float = 0.5
+) -> object:
+    """Poll condition until it returns something truthy; fail with `what` after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not within {timeout:.0f} s")
+        time.sleep(interval)
+
+
+def wait_for_ready(
+    url: str,
+    timeout: float = 240,
+    alive: Callable[[], bool] = lambda: True,
+    describe: Callable[[], str] = str,
+    path: str = "/readyz",
+) -> None:
+    """Wait until GET url+path answers 200; fail early when alive() turns false.
+
+    describe(): what to show on failure (for example the end of the server's log)."""
+
+    def ready() -> bool:
+        if not alive():
+            raise RuntimeError(f"{url} exited before it was ready:\n{describe()}")
+        try:
+            return httpx.get(f"{url}{path}", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_until(ready, timeout, f"{url}{path} answering 200")
+    except TimeoutError as error:
+        raise RuntimeError(f"{error}:\n{describe()}") from None
+
+
+def start_process_group(command: Sequence[str], log_path: Path, **popen) -> subprocess.Popen:
+    """Start command in a process group of its own, output to log_path."""
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [str(part) for part in command],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            **popen,
+        )
+
+
+def stop_process_group(process: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM the whole group (servers fork workers), SIGKILL if it does not stop in time."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@contextlib.contextmanager
+def process_group(command: Sequence[str], log_path: Path, **popen) -> Iterator[subprocess.Popen]:
+    """start_process_group ... stop_process_group, also when the body fails."""
+    process = start_process_group(command, log_path, **popen)
+    try:
+        yield process
+    finally:
+        stop_process_group(process)
+
+
+def log_tail(path: Path, characters: int = 3000) -> str:
+    return path.read_text(errors="replace")[-characters:] if path.exists() else "(no log)"
+
+
+def multipart_body(files: Sequence[tuple[str, bytes]], field: str = "file") -> tuple[bytes, str]:
+    """A multipart/form-data body with one file part per (file name, bytes), encoded by
+    httpx; returns the body and its Content-Type."""
+    request = httpx.Request(
+        "POST", "http://localhost/", files=[(field, (name, data)) for name, data in files]
+    )
+    return request.read(), request.headers["content-type"]
+
+
+@dataclass
+class Server:
+    url: str
+    log_path: Path
+    monitoring_dir: Path
+    model_tag: str
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def run_bentoml_serve(target: str, workdir: Path, model_tag: str, **env: str):
+    """`bentoml serve TARGET` on a free loopback port; waits for /readyz; stops it by PID."""
+    port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_path = workdir / "server.log"
+    monitoring_dir = workdir / "monitoring"
+    # Every `bentoml serve` empties $BENTOML_HOME/prometheus_multiproc_dir when it starts, so
+    # each server gets a home of its own that shares the session's model and Bento stores.
+    home = workdir / "bentoml-home"
+    home.mkdir(exist_ok=True)
+    shared_home = Path(os.environ["BENTOML_HOME"])
+    for store in ("models", "bentos"):
+        (shared_home / store).mkdir(parents=True, exist_ok=True)
+        if not (home / store).exists():
+            (home / store).symlink_to(shared_home / store)
+    environment = {
+        **os.environ,
+        "BENTOML_HOME": str(home),
+        "CATSDOGS_MODEL_TAG": model_tag,
+        "CATSDOGS_MONITORING_DIR": str(monitoring_dir),
+        **env,
+    }
+    bentoml_cli = Path(sys.executable).parent / "bentoml"
+    command = [bentoml_cli, "serve", target, "--host", "127.0.0.1", "--port", str(port)]
+    with process_group(command, log_path, cwd=ROOT, env=environment) as process:
+        url = f"http://127.0.0.1:{port}"
+        wait_for_ready(
+            url, alive=lambda: process.poll() is None, describe=lambda: log_tail(log_path)
+        )
+        yield Server(url, log_path, monitoring_dir, model_tag)
+
+
+@contextlib.contextmanager
+def serve_in_thread(handler: type):
+    """A ThreadingHTTPServer on a free loopback port, running handler; yields its base URL."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=10)
