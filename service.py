@@ -1,18 +1,21 @@
 """The catsdogs BentoML service: `bentoml serve` (or `bentoml serve service:CatsDogs`).
 
 One service, one process per worker, the model's ONNX export run by ONNX Runtime. The logic
-lives in the `catsdogs` package: catsdogs.predictor (check, decode, batch, classify, record)
-and catsdogs.middleware (the upload routes' HTTP path); this file declares the API.
+lives in the `catsdogs` package: catsdogs.predictor (check, decode, batch, classify, record),
+catsdogs.middleware (the upload routes' HTTP path, API keys, rate limits, request logs) and
+catsdogs.pages (the docs page and OpenAPI document); this file declares the service.
 """
 
+import logging
+import threading
 from pathlib import Path
 
 import bentoml
-from starlette.applications import Starlette
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.responses import JSONResponse, RedirectResponse
 
+from catsdogs import pages, route_metrics
 from catsdogs.errors import RefusedInput
 from catsdogs.metrics import service_metrics
 from catsdogs.middleware import RequestGuard, configure_request_logging, upload_routes
@@ -27,6 +30,7 @@ configure_request_logging()
 MODEL = bentoml.models.BentoModel(SETTINGS.model_tag)
 # No content-type check: images are recognised by their bytes, whatever name or type they carry.
 ImageFile = Path
+logger = logging.getLogger("catsdogs.service")
 
 
 async def health(_: Request) -> JSONResponse:
@@ -42,17 +46,34 @@ async def health(_: Request) -> JSONResponse:
     monitoring={"enabled": True, "type": "default",
                 "options": {"log_path": str(SETTINGS.monitoring_dir)}},
 )  # fmt: skip
-# Mounted passively at "/": it answers GET /health and leaves every other path to BentoML.
-@bentoml.asgi_app(Starlette(routes=[Route("/health", health)]), path="/")
+# Mounted passively at "/": it answers its own paths and leaves every other one to BentoML.
+@bentoml.asgi_app(pages.pages_app(health), path="/")
 class CatsDogs:
     """Cats vs dogs: upload a photo to /predict (or several to /predict_batch)."""
 
     model = MODEL
 
     def __init__(self) -> None:
-        classifier = classifier_from_bento_model(self.model, SETTINGS.threads_per_worker)
-        classifier.warm_up()  # readiness waits for this: no request pays for it
-        self.predictor = Predictor(classifier, SETTINGS, service_metrics())
+        # The model loads on a thread of its own, so that the worker answers at once: /readyz
+        # says 503 until it is loaded and warmed up, and uploads get 503 "loading".
+        self.predictor: Predictor | None = None
+        self.load_error: BaseException | None = None
+        threading.Thread(target=self._load_model, name="load-model", daemon=True).start()
+
+    def _load_model(self) -> None:
+        try:
+            classifier = classifier_from_bento_model(self.model, SETTINGS.threads_per_worker)
+            classifier.warm_up()  # no request pays for the first calls
+            self.predictor = Predictor(classifier, SETTINGS, service_metrics())
+        except BaseException as error:
+            logger.exception("the model %s could not be loaded", self.model.tag)
+            self.load_error = error
+
+    def __is_ready__(self) -> bool:
+        return self.predictor is not None
+
+    def __is_alive__(self) -> bool:
+        return self.load_error is None
 
     # Over HTTP, catsdogs.middleware reads and answers these routes; the methods declare them
     # and answer callers in the same process the same way.
@@ -68,6 +89,8 @@ class CatsDogs:
         return await self._predict_paths(file)
 
     async def _predict_paths(self, paths: list[Path]) -> list[PredictionResponse]:
+        if self.predictor is None:
+            raise bentoml.exceptions.ServiceUnavailable("the model is loading")
         files = [UploadedFile(Path(path).read_bytes(), Path(path).name) for path in paths]
         try:
             answers, record = await self.predictor.predict(files)
@@ -80,9 +103,29 @@ class CatsDogs:
 UPLOAD_ROUTES = upload_routes(CatsDogs)
 # BentoML's tracing middleware runs before ours on every request: it can skip these.
 CatsDogs.config.setdefault("tracing", {})["excluded_urls"] = list(UPLOAD_ROUTES)
+# BentoML's request metrics count every other path under one label (catsdogs.route_metrics).
+route_metrics.install(
+    route_metrics.RouteLabels(
+        [*UPLOAD_ROUTES, *pages.PATHS, "/livez", "/readyz", "/healthz", "/metrics", "/schema.json"],
+        prefixes=pages.STATIC_PREFIXES,
+    )
+)
+if SETTINGS.cors_origins:
+    # Outside the request middleware (added first), so that its answers get the CORS headers.
+    CatsDogs.add_asgi_middleware(
+        CORSMiddleware,
+        allow_origins=SETTINGS.cors_origins,
+        allow_methods=["GET", "POST"],
+        allow_headers=["Authorization", "X-API-Key", "X-Request-Id", "Content-Type"],
+        expose_headers=["X-Request-Id", "Retry-After"],
+    )
 CatsDogs.add_asgi_middleware(
     RequestGuard,
     routes=UPLOAD_ROUTES,
     predictor=lambda: bentoml.get_current_service().predictor,
     settings=SETTINGS,
+    documents={
+        "/": lambda: RedirectResponse(pages.HOME_REDIRECT),
+        "/docs.json": lambda: pages.openapi_response(CatsDogs, UPLOAD_ROUTES),
+    },
 )

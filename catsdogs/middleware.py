@@ -17,8 +17,11 @@ from dataclasses import dataclass
 from typing import Any, get_origin
 
 from pydantic import TypeAdapter
+from starlette.responses import Response
 
+from catsdogs.access import ApiKeys, RateLimits
 from catsdogs.errors import TOO_LARGE, RefusedInput
+from catsdogs.metrics import service_metrics
 from catsdogs.predictor import Predictor
 from catsdogs.schema import PredictionResponse
 from catsdogs.settings import ServiceSettings
@@ -29,6 +32,7 @@ request_logger = logging.getLogger("catsdogs.requests")
 logging.getLogger("python_multipart").setLevel(logging.ERROR)
 
 MAX_REQUEST_ID_LENGTH = 64
+METRICS_PATH = "/metrics"
 _ANSWER = TypeAdapter(PredictionResponse)
 _ANSWERS = TypeAdapter(list[PredictionResponse])
 
@@ -68,21 +72,27 @@ def upload_routes(service: Any) -> dict[str, UploadRoute]:
 class RequestGuard:
     """ASGI middleware (BentoML's add_asgi_middleware): see the module docstring.
 
-    predictor: returns the running service's Predictor (it exists once the worker has
-    started; the middleware is made before that).
+    predictor: returns the running service's Predictor, or None while its model loads (the
+    middleware is made before the service). documents: GET paths answered here, because
+    BentoML routes them itself ("/", "/docs.json"), each with a function making the response.
     """
 
     def __init__(
         self,
         app,
         routes: dict[str, UploadRoute],
-        predictor: Callable[[], Predictor],
+        predictor: Callable[[], Predictor | None],
         settings: ServiceSettings,
+        documents: dict[str, Callable[[], Response]] | None = None,
     ):
         self.app = app
         self.routes = routes
         self.predictor = predictor
         self.settings = settings
+        self.documents = documents or {}
+        self.api_keys = ApiKeys(settings.api_key_digests)
+        self.metrics_keys = ApiKeys(settings.metrics_key_digests)
+        self.rate_limits = RateLimits(settings.rate_limit, settings.rate_limit_storage)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -90,7 +100,7 @@ class RequestGuard:
         started = time.perf_counter()
         request_id = _request_id(scope)
         scope.setdefault("state", {})["request_id"] = request_id
-        outcome = {"status": 500, "reason": None}
+        outcome = {"status": 500}
 
         async def send_with_id(message):
             if message["type"] == "http.response.start":
@@ -99,41 +109,82 @@ class RequestGuard:
                                       (b"x-request-id", request_id.encode())]  # fmt: skip
             await send(message)
 
+        path, method = scope["path"], scope["method"]
         try:
-            route = self.routes.get(scope["path"]) if scope["method"] == "POST" else None
-            if route is None:
-                await self.app(scope, receive, send_with_id)
+            if method == "POST" and path in self.routes:
+                await self._answer_upload(self.routes[path], scope, receive, send_with_id, outcome)
+            elif method == "GET" and path in self.documents:
+                await self.documents[path]()(scope, receive, send_with_id)
+            elif path == METRICS_PATH and self.metrics_keys.enabled:
+                outcome["caller"] = await self._admit(
+                    scope, send_with_id, outcome, self.metrics_keys
+                )
+                if outcome["caller"]:
+                    await self.app(scope, receive, send_with_id)
             else:
-                await self._answer_upload(route, scope, receive, send_with_id, outcome)
+                await self.app(scope, receive, send_with_id)
         finally:
             line = {
                 "event": "request",
-                "method": scope["method"],
-                "path": scope["path"],
+                "method": method,
+                "path": path,
                 "status": outcome["status"],
                 "latency_ms": round((time.perf_counter() - started) * 1000, 2),
                 "request_id": request_id,
             }
-            if outcome["reason"]:
-                line["reason"] = outcome["reason"]
+            line |= {key: outcome[key] for key in ("reason", "caller") if outcome.get(key)}
             request_logger.info(json.dumps(line))
 
-    async def _answer_upload(self, route: UploadRoute, scope, receive, send, outcome) -> None:
-        predictor = self.predictor()
+    async def _admit(self, scope, send, outcome, keys: ApiKeys) -> str | None:
+        """The caller's name if its key is good, else None once a 401 is sent."""
         try:
+            outcome["caller"] = keys.identify(scope["headers"])
+            return outcome["caller"]
+        except RefusedInput as refusal:
+            await self._refuse(send, refusal, outcome)
+            return None
+
+    async def _answer_upload(self, route: UploadRoute, scope, receive, send, outcome) -> None:
+        try:
+            predictor = self.predictor()
+            if predictor is None:
+                raise RefusedInput(
+                    "loading", "the model is loading; try again shortly", 503, retry_after_s=2
+                )
+            caller = self._caller(scope)
+            outcome["caller"] = caller
+            if self.rate_limits.enabled:  # room for one image before the body is read
+                await self.rate_limits.check(caller, consume=False)
             files = await self._read_files(route, scope, receive)
+            if self.rate_limits.enabled:
+                await self.rate_limits.check(caller, images=len(files))
             answers, record = await predictor.predict(files, scope["state"]["request_id"])
         except RefusedInput as refusal:
-            outcome["reason"] = refusal.reason
-            predictor.refused(refusal)
-            await _send_refusal(send, refusal)
+            await self._refuse(send, refusal, outcome)
             return
         except ClientDisconnected:
             outcome["status"], outcome["reason"] = 400, "incomplete_body"
             return
+        except Exception:  # a bug or a failing model, not the client's doing: a JSON 500
+            request_logger.exception("request %s failed", scope["state"]["request_id"])
+            failure = RefusedInput("internal_error", "the service failed; see its log", 500)
+            await self._refuse(send, failure, outcome)
+            return
         body = _ANSWERS.dump_json(answers) if route.many else _ANSWER.dump_json(answers[0])
         await _send_json(send, 200, body)
         record()  # after the answer: the client does not wait for metrics and records
+
+    def _caller(self, scope) -> str:
+        """Who the request counts against: its API key when keys are on, else its address."""
+        if self.api_keys.enabled:
+            return self.api_keys.identify(scope["headers"])
+        client = scope.get("client")
+        return f"address:{client[0]}" if client else "address:unknown"
+
+    async def _refuse(self, send, refusal: RefusedInput, outcome) -> None:
+        outcome["reason"] = refusal.reason
+        service_metrics().rejected.labels(reason=refusal.reason).inc()
+        await _send_refusal(send, refusal)
 
     async def _read_files(self, route: UploadRoute, scope, receive):
         max_files = self.settings.max_files if route.many else 1
@@ -184,6 +235,8 @@ async def _send_refusal(send, refusal: RefusedInput) -> None:
     headers = []
     if refusal.retry_after_s is not None:
         headers.append((b"retry-after", str(refusal.retry_after_s).encode()))
+    if refusal.status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
     await _send_json(send, refusal.status, body, headers)
 
 

@@ -17,12 +17,17 @@ from catsdogs.batching import AdaptiveBatcher, OverloadedError
 from catsdogs.classifier import Classifier, Prediction, to_predictions
 from catsdogs.errors import TOO_LARGE, RefusedInput
 from catsdogs.metrics import ServiceMetrics
+from catsdogs.preprocessing import decode_pixels
 from catsdogs.records import log_prediction
 from catsdogs.schema import PredictionResponse, to_response
 from catsdogs.settings import ServiceSettings
 from catsdogs.uploads import Upload, UploadedFile, read_upload
 
 OVERLOAD_RETRY_AFTER_S = 1
+# Uploads that decode to more pixels than this (large PNGs, TIFFs; JPEGs decode at a reduced
+# scale) go one at a time to a thread of their own: they cannot hold up the ordinary photos,
+# and the memory they take at once is bounded.
+HEAVY_DECODE_PIXELS = 8_000_000
 
 
 class Predictor:
@@ -40,6 +45,7 @@ class Predictor:
         # Pillow releases the GIL while decoding: these threads decode uploads while the
         # model runs the previous batch.
         self.decoder = ThreadPoolExecutor(settings.threads_per_worker, "decode")
+        self.heavy_decoder = ThreadPoolExecutor(1, "decode-heavy")
         metrics.set_model(classifier.class_names, self.model_tag, classifier.metadata)
 
     async def predict(
@@ -60,7 +66,7 @@ class Predictor:
         image_size, limits = self.classifier.image_size, self.settings.limits
         decoding = [
             loop.run_in_executor(
-                self.decoder, read_upload, file, image_size, limits, f"file {index + 1}"
+                self._decoder_for(file), read_upload, file, image_size, limits, f"file {index + 1}"
             )
             for index, file in enumerate(files)
         ]
@@ -80,8 +86,9 @@ class Predictor:
             self._record, uploads, predictions, latency_ms, request_id
         )
 
-    def refused(self, error: RefusedInput) -> None:
-        self.metrics.rejected.labels(reason=error.reason).inc()
+    def _decoder_for(self, file: UploadedFile) -> ThreadPoolExecutor:
+        heavy = decode_pixels(file.data, self.classifier.image_size) > HEAVY_DECODE_PIXELS
+        return self.heavy_decoder if heavy else self.decoder
 
     def _record(
         self,

@@ -71,6 +71,7 @@ def prepare_image(
             "too_small",
             f"the image is {width}x{height} pixels; each side must be at least {limits.min_side}",
         )
+    target = (image_size, image_size)
     try:
         # JPEG only: decode at a reduced scale that is still at least image_size on each side.
         # Several times faster for large photos, and identical in training and serving.
@@ -79,11 +80,32 @@ def prepare_image(
         if image.getexif().get(_EXIF_ORIENTATION) in _SIDEWAYS_ORIENTATIONS:
             width, height = height, width
         ImageOps.exif_transpose(image, in_place=True)  # in place: no copy of upright images
-        rgb = _to_rgb(image)
+        if image.mode in _WIDE_GRAY_MODES:
+            # Resized in its own mode first, then scaled to 8 bits: converting at full size
+            # would take several float copies of a possibly huge image.
+            resized = _wide_gray_to_rgb(image.resize(target, Image.Resampling.BILINEAR))
+        else:
+            resized = _to_rgb(image).resize(target, Image.Resampling.BILINEAR)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         raise RefusedInput("corrupt", f"the image data is corrupt or truncated: {error}") from error
-    resized = rgb.resize((image_size, image_size), Image.Resampling.BILINEAR)
     return PreparedImage(np.asarray(resized, dtype=np.uint8), width, height)
+
+
+def decode_pixels(data: bytes, image_size: int) -> int:
+    """How many pixels prepare_image will decode, from the header alone (0 when the header
+    cannot be read: prepare_image then refuses the file quickly). JPEGs decode at a reduced
+    scale, so a large JPEG costs far less than a PNG or TIFF of the same size."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            if image.format == "JPEG":
+                scale = min(8, max(1, min(width, height) // image_size))
+                # Pillow's draft scales are 1, 2, 4 and 8.
+                scale = 1 << (scale.bit_length() - 1)
+                return (width // scale) * (height // scale)
+            return width * height
+    except Exception:
+        return 0
 
 
 def read_image(path: Path, image_size: int, limits: ImageLimits = DEFAULT_LIMITS) -> PreparedImage:
@@ -91,14 +113,16 @@ def read_image(path: Path, image_size: int, limits: ImageLimits = DEFAULT_LIMITS
     return prepare_image(Path(path).read_bytes(), image_size, limits)
 
 
+def _wide_gray_to_rgb(image: Image.Image) -> Image.Image:
+    values = np.asarray(image, dtype=np.float32)
+    # I;16* are 16-bit by definition (even if dark); I and F may hold 8-bit values.
+    wide = image.mode.startswith("I;16") or values.max(initial=0) > 255
+    top = 65535.0 if wide else 255.0
+    gray = np.clip(values * (255.0 / top), 0, 255).astype(np.uint8)
+    return Image.fromarray(gray, "L").convert("RGB")
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
-    if image.mode in _WIDE_GRAY_MODES:
-        values = np.asarray(image, dtype=np.float64)
-        # I;16* are 16-bit by definition (even if dark); I and F may hold 8-bit values.
-        wide = image.mode.startswith("I;16") or values.max(initial=0) > 255
-        top = 65535.0 if wide else 255.0
-        gray = np.clip(values * (255.0 / top), 0, 255).astype(np.uint8)
-        return Image.fromarray(gray, "L").convert("RGB")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         # Transparent pixels have arbitrary colour underneath: show them on white.
         rgba = image.convert("RGBA")

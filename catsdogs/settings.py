@@ -4,17 +4,24 @@ A bad value stops the service at start-up with one line per problem that names t
 the value and what is allowed (load_settings), instead of a traceback.
 """
 
+import functools
 import sys
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from limits import parse_many
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from catsdogs.access import KeyConfigError, read_keys
 from catsdogs.config import MODEL_NAME, ImageLimits, available_cores
 
 ENV_PREFIX = "CATSDOGS_"
 # Room for a file part's multipart headers (name, file name, content type) beside its bytes.
 PART_OVERHEAD_BYTES = 64 * 1024
+
+
+CommaSeparated = Annotated[list[str], NoDecode]
 
 
 class ServiceSettings(ImageLimits, BaseSettings):
@@ -41,6 +48,49 @@ class ServiceSettings(ImageLimits, BaseSettings):
     monitoring_dir: Path = Field(
         Path("monitoring"), description="Where prediction records are written."
     )
+    # Access (catsdogs/access.py). Lists are comma-separated.
+    api_keys: CommaSeparated = Field([], description="API keys (or sha256:<digest>); off if none.")
+    api_keys_file: Path | None = Field(None, description="A file of API keys, one per line.")
+    metrics_keys: CommaSeparated = Field([], description="Keys for /metrics; open if none.")
+    metrics_keys_file: Path | None = Field(None, description="A file of /metrics keys.")
+    rate_limit: str = Field(
+        "", description='Images per key or address, e.g. "20/second;600/minute"; off if empty.'
+    )
+    rate_limit_storage: str = Field(
+        "memory://", description="Where counts are kept: memory:// or redis://host:port."
+    )
+    cors_origins: CommaSeparated = Field(
+        [], description="Origins whose pages may call the API from a browser; none if empty."
+    )
+
+    @field_validator("api_keys", "metrics_keys", "cors_origins", mode="before")
+    @classmethod
+    def _split_commas(cls, value):
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _check_rate_limit(cls, value: str) -> str:
+        if value.strip():
+            parse_many(value)  # raises ValueError with what is wrong
+        return value
+
+    @field_validator("rate_limit_storage")
+    @classmethod
+    def _check_storage(cls, value: str) -> str:
+        if not value.startswith(("memory://", "redis://", "rediss://")):
+            raise ValueError("use memory:// or redis://host:port")
+        return value
+
+    @functools.cached_property
+    def api_key_digests(self) -> frozenset[bytes]:
+        return read_keys(self.api_keys, self.api_keys_file)
+
+    @functools.cached_property
+    def metrics_key_digests(self) -> frozenset[bytes]:
+        return read_keys(self.metrics_keys, self.metrics_keys_file)
 
     @property
     def limits(self) -> ImageLimits:
@@ -73,8 +123,18 @@ def describe_errors(error: ValidationError) -> list[str]:
 def load_settings(**overrides) -> ServiceSettings:
     """The settings from the environment; on a bad value, exits with a one-line reason each."""
     try:
-        return ServiceSettings(**overrides)
+        settings = ServiceSettings(**overrides)
     except ValidationError as error:
-        for line in describe_errors(error):
-            print(f"catsdogs: invalid setting {line}", file=sys.stderr)
-        raise SystemExit(2) from None
+        _stop(describe_errors(error))
+    for keys in ("api_keys", "metrics_keys"):
+        try:
+            getattr(settings, f"{keys[:-1]}_digests")
+        except KeyConfigError as error:
+            _stop([f"{ENV_PREFIX}{keys.upper()}(_FILE): {error}"])
+    return settings
+
+
+def _stop(problems: list[str]):
+    for line in problems:
+        print(f"catsdogs: invalid setting {line}", file=sys.stderr)
+    raise SystemExit(2)

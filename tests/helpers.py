@@ -7,6 +7,7 @@ Import them as `from helpers import ...` (pytest puts tests/ on the path through
 
 import contextlib
 import http.server
+import json
 import os
 import signal
 import socket
@@ -129,15 +130,44 @@ def process_group(command: Sequence[str], log_path: Path, **popen) -> Iterator[s
         stop_process_group(process)
 
 
+def group_processes(group: int) -> dict[int, str]:
+    """{pid: command line} of the live processes in a process group (Linux /proc)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry.name)) != group:
+                continue
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ProcessLookupError):
+            continue
+        found[int(entry.name)] = command
+    return found
+
+
+def peak_memory_mib(pid: int) -> float:
+    """The highest resident memory a process has had (VmHWM), in MiB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    [kib] = [line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")]
+    return int(kib) / 1024
+
+
 def log_tail(path: Path, characters: int = 3000) -> str:
     return path.read_text(errors="replace")[-characters:] if path.exists() else "(no log)"
 
 
-def multipart_body(files: Sequence[tuple[str, bytes]], field: str = "file") -> tuple[bytes, str]:
+def multipart_body(
+    files: Sequence[tuple[str, bytes]], field: str = "file", boundary: str | None = None
+) -> tuple[bytes, str]:
     """A multipart/form-data body with one file part per (file name, bytes), encoded by
-    httpx; returns the body and its Content-Type."""
+    httpx (with the given boundary, if any); returns the body and its Content-Type."""
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"} if boundary else {}
     request = httpx.Request(
-        "POST", "http://localhost/", files=[(field, (name, data)) for name, data in files]
+        "POST",
+        "http://localhost/",
+        files=[(field, (name, data)) for name, data in files],
+        headers=headers,
     )
     return request.read(), request.headers["content-type"]
 
@@ -148,9 +178,23 @@ class Server:
     log_path: Path
     monitoring_dir: Path
     model_tag: str
+    pid: int  # of `bentoml serve`, the leader of the server's process group
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def request_logs(self) -> list[dict]:
+        """The service's JSON request log lines so far."""
+        prefix = '{"event": "request"'
+        return [json.loads(line) for line in self.log().splitlines() if line.startswith(prefix)]
+
+    def worker_pids(self) -> list[int]:
+        """The serving worker processes (BentoML's supervisor starts and restarts them)."""
+        return [
+            pid
+            for pid, command in group_processes(self.pid).items()
+            if "_bentoml_impl.worker.service" in command
+        ]
 
 
 @contextlib.contextmanager
@@ -183,7 +227,7 @@ def run_bentoml_serve(target: str, workdir: Path, model_tag: str, **env: str):
         wait_for_ready(
             url, alive=lambda: process.poll() is None, describe=lambda: log_tail(log_path)
         )
-        yield Server(url, log_path, monitoring_dir, model_tag)
+        yield Server(url, log_path, monitoring_dir, model_tag, process.pid)
 
 
 @contextlib.contextmanager

@@ -1,5 +1,6 @@
-"""The service as a person meets it: BentoML's Swagger UI in a real (headless) Chromium,
-uploading a cat photo through "Try it out" and reading the answer off the page."""
+"""The service as a person meets it: the API docs page (Swagger UI) in a real (headless)
+Chromium, uploading a cat photo through "Try it out" and reading the answer off the page,
+with every request outside the service blocked and recorded: the page must make none."""
 
 from pathlib import Path
 
@@ -36,14 +37,18 @@ def test_swagger_ui_classifies_an_uploaded_cat_photo(server, tmp_path):
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1600})
             page.set_default_timeout(TIMEOUT_MS)
-            # The page also asks for analytics and badges from the internet: keep it local.
-            page.route(
-                "**/*",
-                lambda route: (
-                    route.continue_() if route.request.url.startswith(server.url) else route.abort()
-                ),
-            )
-            page.goto(f"{server.url}/", wait_until="load")
+            outside: list[str] = []
+
+            def only_the_service(route):
+                if route.request.url.startswith(server.url):
+                    route.continue_()
+                else:
+                    outside.append(route.request.url)
+                    route.abort()
+
+            page.route("**/*", only_the_service)
+            page.goto(f"{server.url}/", wait_until="networkidle")  # redirected to the docs
+            assert page.url == f"{server.url}/docs"
 
             # The /predict operation (not /predict_batch): expand it, then "Try it out".
             summary = page.locator(".opblock-summary-path[data-path='/predict']")
@@ -62,5 +67,6 @@ def test_swagger_ui_classifies_an_uploaded_cat_photo(server, tmp_path):
             assert '"label": "cat"' in body.first.inner_text()
             status = operation.locator(".live-responses-table tr.response .response-col_status")
             assert status.first.inner_text().strip() == "200"
+            assert outside == [], f"the docs page asked for outside resources: {outside}"
         finally:
             browser.close()

@@ -196,11 +196,6 @@ def test_model_info_rejections_and_histograms(server):
     assert 0.5 * predictions <= confidence_sum <= predictions
 
 
-def _request_logs(server) -> list[dict]:
-    prefix = '{"event": "request"'
-    return [json.loads(line) for line in server.log().splitlines() if line.startswith(prefix)]
-
-
 def test_request_id_is_echoed_and_logged(server):
     photo, _ = labelled_photos(1, photo_dir())[0]
     response = _predict(server.url, photo.read_bytes(), headers={"x-request-id": "test-123"})
@@ -213,7 +208,7 @@ def test_request_id_is_echoed_and_logged(server):
     assert re.fullmatch(r"[0-9a-f]{32}", generated), generated
 
     def logged() -> dict | None:
-        lines = {line["request_id"]: line for line in _request_logs(server)}
+        lines = {line["request_id"]: line for line in server.request_logs()}
         return lines if {"test-123", "test-124", generated} <= set(lines) else None
 
     logs = wait_until(logged, 30, "the request log lines")

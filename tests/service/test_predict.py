@@ -59,4 +59,6 @@ def test_health_endpoints(server):
     assert health.json() == {"status": "ok", "model": server.model_tag}
     for path in ("/livez", "/readyz", "/healthz"):
         assert httpx.get(f"{server.url}{path}", timeout=10).status_code == 200, path
-    assert "swagger" in httpx.get(f"{server.url}/", timeout=10).text.lower()
+    home = httpx.get(f"{server.url}/", timeout=10, follow_redirects=True)
+    assert home.url.path == "/docs" and "swagger-ui" in home.text
+    assert "googletagmanager" not in home.text

@@ -1,0 +1,110 @@
+"""What the service serves besides its API: the API docs page, the OpenAPI document with every
+answer the upload routes give, /health, and its static files.
+
+The docs page is Swagger UI from BentoML's own copy of its files, without the tag manager
+BentoML's page loads from the internet: it works offline and tells no third party about a
+visit. service.py mounts pages_app(); the request middleware serves "/" (a redirect) and
+"/docs.json", which BentoML routes itself.
+"""
+
+import functools
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+import catsdogs
+from catsdogs.schema import ErrorResponse
+
+WEB_DIR = Path(__file__).parent / "web"
+DOCS_PATH = "/docs"
+HOME_REDIRECT = DOCS_PATH
+# What the service serves besides its API, health and metrics (for bounded metric labels).
+PATHS = ("/", DOCS_PATH, "/docs.json", "/health")
+STATIC_PREFIXES = ("/static_content", "/web")
+
+# The answers of an upload route besides 200, and when each is given.
+UPLOAD_ROUTE_ERRORS = {
+    "400": "Not an image that can be classified (empty, not an image, corrupt or truncated, "
+    "too small), or a request that is not an upload (no file, a misnamed field, a text field "
+    "instead of a file, a malformed multipart body). `reason` says which.",
+    "401": "API keys are on, and the request has no valid key (`Authorization: Bearer KEY` "
+    "or `X-API-Key: KEY`).",
+    "413": "Too large: the file (`too_large`), the request body, the image's pixels "
+    "(`too_many_pixels`, from its header) or the number of files (`too_many_files`).",
+    "429": "Rate limits are on, and this key or address has used its share: try again after "
+    "`Retry-After` seconds.",
+    "503": "The model is loading (`loading`) or more images are waiting than the service "
+    "queues (`overloaded`): try again after `Retry-After` seconds.",
+}
+RAW_IMAGE_BODY = {"schema": {"type": "string", "format": "binary"}}
+# BentoML's own description shows badges fetched from image hosts: this one fetches nothing.
+API_DESCRIPTION = """Tells cats from dogs in photos.
+
+Send a photo to `/predict` as multipart form data in the field `file`, or as the request body
+with an image content type; send several to `/predict_batch` (repeat `file`). Every refusal is
+JSON, `{"error": "...", "reason": "..."}`, with the status listed under each route."""
+
+
+def pages_app(health: Callable[[Request], Any]) -> Starlette:
+    """GET /health, GET /docs (the API docs page) and the page's own files under /web."""
+
+    async def docs_page(_: Request) -> FileResponse:
+        return FileResponse(WEB_DIR / "docs.html")
+
+    return Starlette(
+        routes=[
+            Route("/health", health),
+            Route(DOCS_PATH, docs_page),
+            Mount("/web", StaticFiles(directory=WEB_DIR), name="web"),
+        ]
+    )
+
+
+def openapi_document(service: Any, upload_paths: Iterable[str]) -> dict:
+    """BentoML's OpenAPI document for the service, with what the upload routes really accept
+    (multipart form data or the image itself) and answer (every refusal, ErrorResponse)."""
+    document = service.openapi_spec.asdict()
+    document["info"] = {
+        "title": "catsdogs",
+        "version": catsdogs.__version__,
+        "description": API_DESCRIPTION,
+    }
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    schemas["ErrorResponse"] = ErrorResponse.model_json_schema()
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
+    retry_after = {
+        "Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}
+    }
+    for path in upload_paths:
+        operation = document["paths"][path]["post"]
+        content = operation["requestBody"]["content"]
+        for media_type in ("image/*", "application/octet-stream"):
+            content[media_type] = RAW_IMAGE_BODY
+        ok = operation["responses"].get(200) or operation["responses"]["200"]
+        responses = {"200": ok}
+        for status, description in UPLOAD_ROUTE_ERRORS.items():
+            responses[status] = {"description": description, "content": error}
+            if status in ("429", "503"):
+                responses[status]["headers"] = retry_after
+        operation["responses"] = responses
+    # BentoML describes a list of files with "type": "file", which OpenAPI 3.0 does not have.
+    for schema in schemas.values():
+        for field in schema.get("properties", {}).values():
+            if field.get("items", {}).get("type") == "file":
+                field["items"] = {"type": "string", "format": "binary"}
+    return document
+
+
+def openapi_response(service: Any, upload_paths: Iterable[str]) -> JSONResponse:
+    return JSONResponse(_cached_document(service, tuple(upload_paths)))
+
+
+@functools.cache
+def _cached_document(service: Any, upload_paths: tuple[str, ...]) -> dict:
+    return openapi_document(service, upload_paths)
