@@ -164,6 +164,11 @@ def add_options(parser, **_kwargs):
         default=DEFAULT_WAIT_MAX_S,
         help="Longest think time between a user's uploads, seconds (default 3)",
     )
+    group.add_argument(
+        "--api-key",
+        default=os.environ.get("CATSDOGS_API_KEY", ""),
+        help="The service's API key, when keys are on (default: $CATSDOGS_API_KEY)",
+    )
 
 
 def options(environment) -> dict:
@@ -177,6 +182,7 @@ def options(environment) -> dict:
         "max_misclassified_ratio": getattr(parsed, "max_misclassified_ratio", None),
         "wait_min": getattr(parsed, "wait_min", DEFAULT_WAIT_MIN_S),
         "wait_max": getattr(parsed, "wait_max", DEFAULT_WAIT_MAX_S),
+        "api_key": getattr(parsed, "api_key", "") or os.environ.get("CATSDOGS_API_KEY", ""),
     }
 
 
@@ -222,9 +228,11 @@ class PhotoUploader(HttpUser):
     def predict(self):
         photo = random.choice(PHOTOS)
         files = {"file": (photo.name, photo.data, "image/jpeg")}
+        key = options(self.environment)["api_key"]
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
         with self.client.post(
-            "/predict", files=files, name=REQUEST_NAME, timeout=REQUEST_TIMEOUT_S,
-            catch_response=True,
+            "/predict", files=files, headers=headers, name=REQUEST_NAME,
+            timeout=REQUEST_TIMEOUT_S, catch_response=True,
         ) as response:  # fmt: skip
             if response.status_code != 200:
                 response.failure(failure_message(response))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -31,13 +32,17 @@ class SmokeFailure(Exception):
     """One failed check, with a message meant for a human."""
 
 
+API_KEY_HEADERS: dict[str, str] = {}  # set from --api-key
+
+
 def request(url: str, **post) -> tuple[int, bytes]:
     """(status, body) of a GET, or of a POST when post has content or files. HTTP errors are
     answers, not exceptions; connection problems raise one of UNAVAILABLE."""
+    headers = {**API_KEY_HEADERS, **post.pop("headers", {})}
     if post:
-        response = httpx.post(url, timeout=REQUEST_TIMEOUT, **post)
+        response = httpx.post(url, timeout=REQUEST_TIMEOUT, headers=headers, **post)
     else:
-        response = httpx.get(url, timeout=REQUEST_TIMEOUT)
+        response = httpx.get(url, timeout=REQUEST_TIMEOUT, headers=headers)
     return response.status_code, response.content
 
 
@@ -145,7 +150,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--wait", type=float, default=120.0, help="seconds to wait for /readyz (default 120)"
     )
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("CATSDOGS_API_KEY"),
+        help="the service's API key, when keys are on (default: $CATSDOGS_API_KEY)",
+    )
     args = parser.parse_args(argv)
+    if args.api_key:
+        API_KEY_HEADERS["Authorization"] = f"Bearer {args.api_key}"
     failures = run(args.url.rstrip("/"), args.cat, args.dog, args.wait)
     for failure in failures:
         print(f"FAIL: {failure}", file=sys.stderr)

@@ -130,19 +130,26 @@ def process_group(command: Sequence[str], log_path: Path, **popen) -> Iterator[s
         stop_process_group(process)
 
 
-def group_processes(group: int) -> dict[int, str]:
-    """{pid: command line} of the live processes in a process group (Linux /proc)."""
-    found = {}
+def descendants(parent: int) -> dict[int, str]:
+    """{pid: command line} of the live descendants of a process (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    commands: dict[int, str] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            if os.getpgid(int(entry.name)) != group:
-                continue
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except (OSError, ProcessLookupError):
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
             continue
-        found[int(entry.name)] = command
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+        commands[int(entry.name)] = command.replace(b"\0", b" ").decode(errors="replace")
+    found, todo = {}, [parent]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found[child] = commands[child]
+            todo.append(child)
     return found
 
 
@@ -189,10 +196,11 @@ class Server:
         return [json.loads(line) for line in self.log().splitlines() if line.startswith(prefix)]
 
     def worker_pids(self) -> list[int]:
-        """The serving worker processes (BentoML's supervisor starts and restarts them)."""
+        """The serving worker processes (BentoML's supervisor starts and restarts them, each
+        in a session of its own)."""
         return [
             pid
-            for pid, command in group_processes(self.pid).items()
+            for pid, command in descendants(self.pid).items()
             if "_bentoml_impl.worker.service" in command
         ]
 
@@ -242,3 +250,31 @@ def serve_in_thread(handler: type):
         httpd.shutdown()
         httpd.server_close()
         thread.join(timeout=10)
+
+
+LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"
+# Short think times so a few users make enough requests in a few seconds (extra options can
+# override them: locust takes the last value given).
+FAST_USERS = ["-u", "4", "-r", "4", "--wait-min", "0.1", "--wait-max", "0.5"]
+
+
+def locust_command() -> list[str]:
+    """Locust as a program: importing it would monkey-patch the test process with gevent."""
+    beside_python = Path(sys.executable).parent / "locust"
+    return [str(beside_python)] if beside_python.exists() else [sys.executable, "-m", "locust"]
+
+
+def run_locust(
+    host: str, reports: Path, run_time: str, *extra: str, photos: Path = SAMPLE_DIR
+) -> subprocess.CompletedProcess:
+    """One headless run with CSV and HTML reports under reports/; stdout and stderr together."""
+    reports.mkdir(parents=True, exist_ok=True)
+    command = [
+        *locust_command(), "-f", str(LOCUSTFILE), "--headless", "--host", host, *FAST_USERS,
+        "-t", run_time, "--photos", str(photos), "--csv", str(reports / "locust"),
+        "--html", str(reports / "locust.html"), "--only-summary", *extra,
+    ]  # fmt: skip
+    return subprocess.run(
+        command, cwd=reports, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        timeout=120,
+    )  # fmt: skip

@@ -8,37 +8,10 @@ gevent. Every run is bounded (a few users, a few seconds) and talks to loopback 
 
 import csv
 import json
-import subprocess
-import sys
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-from helpers import ROOT, SAMPLE_DIR, serve_in_thread
-
-LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"
-# Short think times so a few users make enough requests in a few seconds.
-FAST_USERS = ["-u", "4", "-r", "4", "--wait-min", "0.1", "--wait-max", "0.5"]
-
-
-def locust_command() -> list[str]:
-    beside_python = Path(sys.executable).parent / "locust"
-    return [str(beside_python)] if beside_python.exists() else [sys.executable, "-m", "locust"]
-
-
-def run_locust(
-    host: str, reports: Path, run_time: str, *extra: str, photos: Path = SAMPLE_DIR
-) -> subprocess.CompletedProcess:
-    """One headless run with CSV and HTML reports under reports/; stdout and stderr together."""
-    reports.mkdir(parents=True, exist_ok=True)
-    command = [
-        *locust_command(), "-f", str(LOCUSTFILE), "--headless", "--host", host, *FAST_USERS,
-        "-t", run_time, "--photos", str(photos), "--csv", str(reports / "locust"),
-        "--html", str(reports / "locust.html"), "--only-summary", *extra,
-    ]  # fmt: skip
-    return subprocess.run(
-        command, cwd=reports, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        timeout=120,
-    )  # fmt: skip
+from helpers import run_locust, serve_in_thread
 
 
 def stats_rows(reports: Path) -> dict[str, dict[str, str]]:
