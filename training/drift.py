@@ -524,8 +524,9 @@ def run_drift(
 ) -> DriftResult:
     """Read the records, select the window, and compare each model's records with that
     model's reference (`reference` instead, for every model, when given). A model without a
-    reference or with fewer than min_records records is skipped and named in the result;
-    records but no model compared at all is an error."""
+    reference or with fewer than min_records records is skipped and named in the result; when
+    none could be compared and some lacked a reference, that is an error (a job that cannot
+    find references should fail, not report "no drift")."""
     records = read_records(folder, since=window.since)
     selected = window.select(records.frame)
     if MODEL not in selected:

@@ -305,6 +305,13 @@ def test_each_models_records_meet_that_models_reference(stored_models, window, d
     assert result.skipped_models[without_reference].startswith("no reference")
     assert "fewer than 50" in result.skipped_models["catsdogs-drift-test:rare"]
     assert result.records_by_model[new] == WINDOW
+    # Several models: report.html lists one Evidently report per model.
+    paths = drift.write_outputs(result, tmp_path / "out")
+    index = paths["report"].read_text()
+    for tag in (old, new):
+        assert paths[tag].is_file() and paths[tag].name in index
+    assert without_reference in index  # named as not compared
+    assert json.loads(paths["summary"].read_text())["skipped_models"] == result.skipped_models
     # The second hour holds the new model's records alone.
     later = drift.Window(since=start + timedelta(hours=1), until=start + timedelta(hours=2))
     only_new = drift.run_drift(tmp_path, later, embedding_view=False)
