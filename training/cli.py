@@ -290,6 +290,92 @@ def predict(
         typer.echo(f"{path}\t{prediction.label}\t{prediction.confidence:.4f}")
 
 
+# --- drift (training/drift.py) -----------------------------------------------------------
+
+
+@app.command()
+def drift(
+    records: Annotated[
+        Path,
+        typer.Argument(
+            help="Folder with the service's prediction records ($CATSDOGS_MONITORING_DIR, a "
+            "volume with one such folder per pod, or a copy): every data.<worker>.log* below."
+        ),
+    ] = Path("monitoring"),
+    last: Annotated[
+        int | None, typer.Option(min=1, help="Only the last N records (after --since/--until).")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Records from this time: ISO 8601 or a duration back (24h, 7d)."),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(help="Records before this time: ISO 8601 or a duration back (1h)."),
+    ] = None,
+    reference: Annotated[
+        Path | None,
+        typer.Option(
+            help="Reference parquet for every model (default: each record's model's "
+            "drift_reference.parquet in the BentoML store)."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for report.html and summary.json.")
+    ] = None,
+    pushgateway: Annotated[
+        str | None,
+        typer.Option(help="Push the gauges to this Prometheus Pushgateway (host:port or URL)."),
+    ] = None,
+    metrics_file: Annotated[
+        Path | None, typer.Option(help="Write the gauges to this file in Prometheus text format.")
+    ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=1.0, help="Drift share of the fields that means drift [0.3]."),
+    ] = None,
+    min_records: Annotated[
+        int | None, typer.Option(min=2, help="Fewer records of a model: not compared [50].")
+    ] = None,
+    embedding_view: Annotated[
+        bool,
+        typer.Option(
+            help="With --out: Evidently's EmbeddingsDrift picture (t-SNE) in the report, "
+            "seconds per model. The embedding verdict is the same without it."
+        ),
+    ] = True,
+) -> None:
+    """Compare recent prediction records with the model's reference (Evidently). Exit code 0:
+    no drift (or too few records), 3: drift found, 1: the job failed."""
+    from training import drift as drift_job
+
+    def run():
+        window = drift_job.Window(
+            last=last,
+            since=drift_job.parse_time(since) if since else None,
+            until=drift_job.parse_time(until) if until else None,
+        )
+        return drift_job.run_drift(
+            records,
+            window,
+            reference=reference,
+            threshold=drift_job.DEFAULT_THRESHOLD if threshold is None else threshold,
+            min_records=drift_job.DEFAULT_MIN_RECORDS if min_records is None else min_records,
+            embedding_view=embedding_view and out is not None,  # no report, no picture
+        )
+
+    result = _or_exit(run)
+    typer.echo(drift_job.format_result(result))
+    if out:
+        for name, path in _or_exit(lambda: drift_job.write_outputs(result, out)).items():
+            typer.echo(f"{name}: {path}")
+    if metrics_file:
+        _or_exit(lambda: drift_job.write_metrics_file(result, metrics_file))
+    if pushgateway:
+        _or_exit(lambda: drift_job.push_metrics(result, pushgateway))
+    raise typer.Exit(result.exit_code)
+
+
 def _or_exit(action):
     """Run action; turn an error the user can fix into a one-line message and exit code 1."""
     try:

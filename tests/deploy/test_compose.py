@@ -1,7 +1,7 @@
-"""The compose stack in deploy/compose/, checked as data (no Docker daemon needed): the four
-services, ports, named volumes for every store, healthchecks, wiring between services and
-every mounted file. `compose_problems` is the checker; the last tests prove it catches broken
-copies."""
+"""The compose stack in deploy/compose/, checked as data (no Docker daemon needed): its
+services, ports, named volumes for every store, healthchecks, wiring between services (the
+drift job included) and every mounted file. `compose_problems` is the checker; the last tests
+prove it catches broken copies."""
 
 import copy
 from pathlib import Path
@@ -15,13 +15,16 @@ from helpers import ROOT
 COMPOSE = ROOT / "deploy" / "compose" / "docker-compose.yml"
 PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 
-SERVICES = {"catsdogs", "mlflow", "prometheus", "grafana"}
+SERVICES = {
+    "catsdogs", "mlflow", "prometheus", "grafana", "pushgateway", "drift-job", "volumes-init"
+}  # fmt: skip
 # Host port -> container port of each service.
 PORTS = {
     "catsdogs": ("3000", "3000"),
     "mlflow": ("5000", "5000"),
     "prometheus": ("9090", "9090"),
     "grafana": ("3001", "3000"),
+    "pushgateway": ("9091", "9091"),
 }
 # Stores that must outlive `docker compose down`: (service, path inside the container).
 PERSISTENT = [
@@ -29,7 +32,11 @@ PERSISTENT = [
     ("mlflow", "artifact store"),
     ("prometheus", "/prometheus"),
     ("grafana", "/var/lib/grafana"),
+    ("catsdogs", "prediction records"),
+    ("pushgateway", "/pushgateway"),
 ]
+# The service's user in the Bento image (`bentoml`).
+BENTO_UID = "1034"
 
 
 def _load(path: Path) -> dict:
@@ -117,7 +124,8 @@ def compose_problems(compose_path: Path, prometheus_path: Path = PROMETHEUS_CONF
 
     for name, service in services.items():
         test = (service.get("healthcheck") or {}).get("test")
-        if not test or (service.get("healthcheck") or {}).get("disable"):
+        one_shot = str(service.get("restart")) == "no"  # runs once; others wait for it to end
+        if not one_shot and (not test or (service.get("healthcheck") or {}).get("disable")):
             problems.append(f"{name}: no healthcheck")
         if name in PORTS and PORTS[name] not in _ports(service):
             problems.append(f"{name}: port {':'.join(PORTS[name])} not published")
@@ -145,6 +153,7 @@ def compose_problems(compose_path: Path, prometheus_path: Path = PROMETHEUS_CONF
         "mlflow": "/health",
         "prometheus": "/-/healthy",
         "grafana": "/api/health",
+        "pushgateway": "/-/healthy",
     }
     for name, path in health_paths.items():
         test = (services.get(name, {}).get("healthcheck") or {}).get("test") or []
@@ -206,6 +215,54 @@ def compose_problems(compose_path: Path, prometheus_path: Path = PROMETHEUS_CONF
     ]
     if f"catsdogs:{PORTS['catsdogs'][1]}" not in targets:
         problems.append(f"prometheus.yml does not scrape catsdogs:3000 (targets {targets})")
+    problems += _drift_problems(services, declared, _load(prometheus_path))
+    return problems
+
+
+def _drift_problems(services: dict, declared: set[str], prometheus: dict) -> list[str]:
+    """The drift job reads the service's records from their volume, read-only; the volume is
+    made writable for the service's non-root user before it starts; the job pushes to the
+    Pushgateway, which Prometheus scrapes keeping the pushed labels, and keeps its gauges
+    on a volume."""
+    problems = []
+    catsdogs, job = services.get("catsdogs", {}), services.get("drift-job", {})
+    init = services.get("volumes-init", {})
+    records_dir = _environment(catsdogs).get("CATSDOGS_MONITORING_DIR", "")
+    volume = _on_named_volume(catsdogs, records_dir, declared) if records_dir else None
+    if volume is None:
+        problems.append("catsdogs: CATSDOGS_MONITORING_DIR is not on a named volume")
+        return problems
+    job_mounts = [entry for entry in job.get("volumes", []) if str(entry).startswith(volume)]
+    if not job_mounts:
+        problems.append(f"drift-job: does not mount the records volume {volume}")
+    elif not all(str(entry).endswith(":ro") for entry in job_mounts):
+        problems.append(f"drift-job: mounts the records volume {volume} writable")
+    else:
+        job_path = str(job_mounts[0]).split(":")[1]
+        command = " ".join(_command(job))
+        if f"catsdogs drift {job_path}" not in command:
+            problems.append(f"drift-job: does not run `catsdogs drift {job_path}`")
+        if "--pushgateway http://pushgateway:9091" not in command:
+            problems.append("drift-job: does not push to http://pushgateway:9091")
+    init_command = " ".join(_command(init))
+    init_paths = {target for source, target in _mounts(init) if source == volume}
+    if str(init.get("user", "")).split(":")[0] != "0" or not any(
+        f"chown {BENTO_UID}:{BENTO_UID} {path}" in init_command for path in init_paths
+    ):
+        problems.append(f"volumes-init: does not give {volume} to uid {BENTO_UID} as root")
+    waits_for = catsdogs.get("depends_on") or {}
+    condition = (waits_for.get("volumes-init") or {}) if isinstance(waits_for, dict) else {}
+    if condition.get("condition") != "service_completed_successfully":
+        problems.append("catsdogs: does not wait for volumes-init to complete")
+    if not _on_named_volume(services.get("pushgateway", {}), "/pushgateway", declared):
+        problems.append("pushgateway: /pushgateway is not on a named volume")
+    scrapes = [
+        job for job in prometheus.get("scrape_configs") or []
+        for static in job.get("static_configs") or []
+        if "pushgateway:9091" in (static.get("targets") or [])
+    ]  # fmt: skip
+    if not scrapes or not all(job.get("honor_labels") for job in scrapes):
+        problems.append("prometheus.yml does not scrape pushgateway:9091 with honor_labels")
     return problems
 
 
@@ -213,7 +270,7 @@ def test_compose_file_is_complete():
     assert compose_problems(COMPOSE) == []
 
 
-def test_compose_declares_the_four_services_and_their_ports():
+def test_compose_declares_its_services_and_their_ports():
     services = _load(COMPOSE)["services"]
     assert set(services) == SERVICES
     for name, pair in PORTS.items():
@@ -235,6 +292,10 @@ def test_every_store_is_a_named_volume():
     }
     assert all(volumes.values()), volumes
     assert len(set(volumes.values())) == 4, volumes
+    records = _environment(services["catsdogs"])["CATSDOGS_MONITORING_DIR"]
+    assert _on_named_volume(services["catsdogs"], records, declared) == "catsdogs-monitoring"
+    assert _on_named_volume(services["pushgateway"], "/pushgateway", declared)
+    assert "--persistence.file=/pushgateway/metrics" in _command(services["pushgateway"])
 
 
 def test_mounted_config_files_exist_and_are_the_projects():
@@ -302,6 +363,32 @@ def test_grafana_provisioning_matches_the_mounts_and_the_dashboard():
         (
             lambda c: c["services"]["mlflow"]["healthcheck"].update(test=["CMD", "true"]),
             "mlflow: healthcheck does not probe /health",
+        ),
+        (
+            lambda c: c["services"]["catsdogs"]["environment"].pop("CATSDOGS_MONITORING_DIR"),
+            "CATSDOGS_MONITORING_DIR is not on a named volume",
+        ),
+        (
+            lambda c: c["services"]["drift-job"].update(
+                volumes=[v.replace(":ro", "") for v in c["services"]["drift-job"]["volumes"]]
+            ),
+            "mounts the records volume catsdogs-monitoring writable",
+        ),
+        (
+            lambda c: c["services"]["volumes-init"].pop("user"),
+            "volumes-init: does not give catsdogs-monitoring to uid 1034",
+        ),
+        (
+            lambda c: c["services"]["catsdogs"].pop("depends_on"),
+            "does not wait for volumes-init",
+        ),
+        (
+            lambda c: c["services"]["drift-job"].update(command=["sleep infinity"]),
+            "drift-job: does not run `catsdogs drift /var/lib/catsdogs/monitoring`",
+        ),
+        (
+            lambda c: c["services"]["pushgateway"].pop("healthcheck"),
+            "pushgateway: no healthcheck",
         ),
     ],
 )

@@ -1,7 +1,8 @@
 """Monitoring as code in deploy/prometheus/ and deploy/grafana/: promtool validates the
 config and the alert rules and runs their unit tests; the Grafana dashboard and the alerts
-only use metrics a real `bentoml serve` exposes; a real Prometheus (Debian's package) scrapes
-the real service and answers queries for its metrics."""
+only use metrics that a real `bentoml serve` exposes or that a real `catsdogs drift` run
+pushes to a real Pushgateway; a real Prometheus (Debian's package) scrapes both and answers
+queries for their metrics."""
 
 import json
 import re
@@ -16,9 +17,13 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 import yaml
+from drift_photos import as_records, darkened_grayscale, frame, split_photos
+from drift_photos import write_monitoring_dir as write_records
 from prometheus_client.parser import text_string_to_metric_families
+from typer.testing import CliRunner
 
 from helpers import ROOT, SAMPLE_DIR
+from training.cli import app
 
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
 PROMETHEUS_CONFIG = PROMETHEUS_DIR / "prometheus.yml"
@@ -38,7 +43,10 @@ ALERT_NAMES = {
     "CatsDogsSlowPredictions",
     "CatsDogsLowConfidence",
     "CatsDogsOverloaded",
+    "CatsDogsInputDrift",
+    "CatsDogsDriftJobStale",
 }
+DRIFT_JOB = "catsdogs-drift"
 
 
 # --- promtool ---------------------------------------------------------------------------
@@ -62,6 +70,10 @@ def test_prometheus_config_is_valid(promtool):
     result = _run(promtool, "check", "config", PROMETHEUS_CONFIG)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 rule files found" in result.stdout + result.stderr
+    jobs = {job["job_name"]: job for job in yaml.safe_load(PROMETHEUS_CONFIG.read_text())[
+        "scrape_configs"]}  # fmt: skip
+    # The drift job's pushed job and model labels must survive the scrape.
+    assert jobs["pushgateway"]["honor_labels"] is True
 
 
 def test_alert_rules_are_valid_and_annotated(promtool):
@@ -86,6 +98,12 @@ def test_alert_rules_are_valid_and_annotated(promtool):
     watched = 'catsdogs_rejected_inputs_total{job="catsdogs", reason="overloaded"}'
     assert watched in overloaded["expr"]
     assert overloaded["for"] == "5m"
+    drift = by_name["CatsDogsInputDrift"]
+    assert 'max by (model) (catsdogs_drift_detected{job="catsdogs-drift"}) == 1' in drift["expr"]
+    stale = by_name["CatsDogsDriftJobStale"]
+    assert "catsdogs_drift_last_run_timestamp_seconds" in stale["expr"]
+    assert "absent(" in stale["expr"]
+    assert stale["for"] == "1h"
 
 
 def test_alert_unit_tests_pass(promtool):
@@ -111,6 +129,8 @@ def test_alert_unit_tests_pass(promtool):
         ("> 0.05", "> 0.5"),  # error-rate threshold too high
         ('reason="overloaded"}[2m]', 'reason="overloaded"}[10m]'),  # one spike would fire
         ('reason="overloaded"}[2m]', "}[2m]"),  # any refused upload would count as overload
+        ("> 3 * 3600", "> 30 * 3600"),  # a stopped drift job would go unnoticed for a day
+        ("max by (model) (catsdogs_drift_detected", "max(catsdogs_drift_detected"),  # no model
     ],
 )
 def test_alert_unit_tests_catch_a_broken_rule(promtool, tmp_path, original, broken):
@@ -140,18 +160,93 @@ def _predict(url: str, count: int = 4) -> None:
     assert response.status_code == 400, response.text
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @pytest.fixture(scope="module")
-def live_metrics(server) -> dict[str, str]:
-    """Every sample name on the live /metrics (after a few /predict calls) -> its family's
-    type. A multi-worker server may answer from either worker: all are aggregated."""
+def pushgateway(tmp_path_factory):
+    """A real Prometheus Pushgateway (Debian's package) on a loopback port: its base URL."""
+    binary = shutil.which("prometheus-pushgateway") or shutil.which("pushgateway")
+    if binary is None:
+        pytest.skip("the Pushgateway is missing (Debian package `prometheus-pushgateway`)")
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("pushgateway") / "pushgateway.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [binary, f"--web.listen-address=127.0.0.1:{port}"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, f"pushgateway exited:\n{log_path.read_text()}"
+            try:
+                if httpx.get(f"{base}/-/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.2)
+        yield base
+    finally:
+        _stop(process)
+
+
+@pytest.fixture(scope="module")
+def drift_pushed(pushgateway, tmp_path_factory) -> str:
+    """A real `catsdogs drift` run pushed to the Pushgateway: the embedded sample's photos,
+    grayscale and darkened, against a reference of the same photos as they are (drift)."""
+    folder = tmp_path_factory.mktemp("drift")
+    photos = split_photos(SAMPLE_DIR)
+    reference = folder / "drift_reference.parquet"
+    frame(photos).to_parquet(reference)
+    darkened = frame(photos, darkened_grayscale)
+    write_records(folder / "monitoring", as_records(darkened, "catsdogs:x"))
+    result = CliRunner().invoke(
+        app,
+        ["drift", str(folder / "monitoring"), "--reference", str(reference),
+         "--pushgateway", pushgateway, "--no-embedding-view"],
+    )  # fmt: skip
+    assert result.exit_code == 3, result.output  # drift found
+    return pushgateway
+
+
+def _samples(text: str) -> dict[str, str]:
+    return {
+        sample.name: family.type
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+@pytest.fixture(scope="module")
+def live_metrics(server, drift_pushed) -> dict[str, str]:
+    """Every sample name on the live /metrics (after a few /predict calls) and on the
+    Pushgateway (after a drift job run) -> its family's type. A multi-worker server may answer
+    from either worker: all are aggregated."""
     _predict(server.url)
     response = httpx.get(f"{server.url}/metrics", timeout=TIMEOUT)
     assert response.status_code == 200, response.text
-    return {
-        sample.name: family.type
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-    }
+    pushed = httpx.get(f"{drift_pushed}/metrics", timeout=TIMEOUT)
+    assert pushed.status_code == 200, pushed.text
+    drift_samples = {
+        name: kind for name, kind in _samples(pushed.text).items()
+        if name.startswith("catsdogs_drift_")
+    }  # fmt: skip
+    return _samples(response.text) | drift_samples
 
 
 def _dashboard_exprs(dashboard: dict) -> list[str]:
@@ -196,6 +291,12 @@ def test_dashboard_and_alerts_use_only_live_metric_names(live_metrics):
         "catsdogs_predictions_total",
         "catsdogs_prediction_confidence_bucket",
         "catsdogs_rejected_inputs_total",
+        "catsdogs_drift_detected",
+        "catsdogs_drift_share",
+        "catsdogs_drift_field_detected",
+        "catsdogs_drift_embedding_score",
+        "catsdogs_drift_window_records",
+        "catsdogs_drift_last_run_timestamp_seconds",
     } <= used
 
 
@@ -233,6 +334,12 @@ def test_dashboard_panels_cover_the_service_and_use_the_provisioned_datasource()
         "predictions by label",
         "confidence",
         "rejected inputs by reason",
+        "input drift detected",
+        "drift share",
+        "drifted fields",
+        "embedding drift score",
+        "records in the drift window",
+        "time since last run",
     ):
         assert topic in titles, topic
     latency = " ".join(
@@ -248,19 +355,13 @@ def test_dashboard_panels_cover_the_service_and_use_the_provisioned_datasource()
 # --- a real Prometheus scraping the real service ------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _query(base: str, query: str) -> dict:
     response = httpx.get(f"{base}/api/v1/query", params={"query": query}, timeout=30)
     assert response.status_code in (200, 400, 422), response.text
     return response.json()
 
 
-def test_real_prometheus_scrapes_the_service(server, tmp_path):
+def test_real_prometheus_scrapes_the_service_and_the_drift_job(server, drift_pushed, tmp_path):
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.skip("prometheus is missing (Debian package `prometheus`; .ci/run installs it)")
@@ -272,7 +373,12 @@ def test_real_prometheus_scrapes_the_service(server, tmp_path):
                 "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
                 "rule_files": [str(ALERTS)],
                 "scrape_configs": [
-                    {"job_name": "catsdogs", "static_configs": [{"targets": [target]}]}
+                    {"job_name": "catsdogs", "static_configs": [{"targets": [target]}]},
+                    {
+                        "job_name": "pushgateway",
+                        "honor_labels": True,
+                        "static_configs": [{"targets": [urlparse(drift_pushed).netloc]}],
+                    },
                 ],
             }
         )
@@ -302,6 +408,9 @@ def test_real_prometheus_scrapes_the_service(server, tmp_path):
             # scrape made after they were classified).
             "catsdogs_batch_size_count > 0",
             'up{job="catsdogs"}',
+            # The drift job's push, scraped from the Pushgateway with its own labels.
+            f'catsdogs_drift_detected{{job="{DRIFT_JOB}"}}',
+            'ALERTS{alertname="CatsDogsInputDrift", alertstate="firing"}',
         ]
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not all(results.get(q) for q in wanted):
@@ -321,6 +430,12 @@ def test_real_prometheus_scrapes_the_service(server, tmp_path):
         assert {row["value"][1] for row in results['up{job="catsdogs"}']} == {"1"}
         labels = {row["metric"]["label"] for row in results["catsdogs_predictions_total"]}
         assert labels == {"cat", "dog"}
+        [drifted] = results[f'catsdogs_drift_detected{{job="{DRIFT_JOB}"}}']
+        assert drifted["metric"]["model"] == "catsdogs:x" and drifted["value"][1] == "1"
+        [alert] = results['ALERTS{alertname="CatsDogsInputDrift", alertstate="firing"}']
+        assert alert["metric"]["model"] == "catsdogs:x"
+        stale = _query(base, 'ALERTS{alertname="CatsDogsDriftJobStale"}')["data"]["result"]
+        assert stale == []  # the job has just run
 
         # The real Prometheus loaded the project's alert rules, and every dashboard query is
         # valid PromQL that it evaluates without error.
@@ -331,9 +446,4 @@ def test_real_prometheus_scrapes_the_service(server, tmp_path):
             answer = _query(base, expr.replace("$__rate_interval", "1m"))
             assert answer["status"] == "success", (expr, answer)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        _stop(process)
