@@ -27,7 +27,9 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import FULL_DATA_DIR, SAMPLE_DIR
+from prometheus_client.parser import text_string_to_metric_families
+from typer.testing import CliRunner
+
 from drift_photos import (
     as_records,
     darkened_grayscale,
@@ -35,9 +37,7 @@ from drift_photos import (
     split_photos,
     write_monitoring_dir,
 )
-from prometheus_client.parser import text_string_to_metric_families
-from typer.testing import CliRunner
-
+from helpers import FULL_DATA_DIR, SAMPLE_DIR
 from training import drift
 from training.cli import app
 
@@ -399,7 +399,7 @@ def test_cli_errors_exit_1(tmp_path):
 
 def test_serving_code_never_imports_evidently():
     """Evidently is training-side only: service.py and catsdogs/ ship in the serving image."""
-    from conftest import ROOT
+    from helpers import ROOT
 
     for path in [ROOT / "service.py", *(ROOT / "catsdogs").rglob("*.py")]:
         assert "evidently" not in path.read_text(), path

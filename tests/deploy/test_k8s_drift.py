@@ -8,8 +8,8 @@ test_k8s.py renders Kustomize."""
 import kubernetes_validate
 import typer
 import yaml
-from conftest import ROOT
 
+from helpers import ROOT
 from training.cli import app
 from training.drift import DRIFT_EXIT_CODE
 

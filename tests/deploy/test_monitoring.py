@@ -17,11 +17,11 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 import yaml
-from drift_photos import as_records, darkened_grayscale, frame, split_photos
-from drift_photos import write_monitoring_dir as write_records
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
+from drift_photos import as_records, darkened_grayscale, frame, split_photos
+from drift_photos import write_monitoring_dir as write_records
 from helpers import ROOT, SAMPLE_DIR
 from training.cli import app
 
