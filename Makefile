@@ -28,7 +28,7 @@ LOCUST_ARGS ?=
 MODEL ?= catsdogs:latest
 BENCHMARK_PHOTOS ?= $(or $(wildcard ../shared/datasets/catsdogs),data/sample)
 
-.PHONY: run test lint install weights clean loadtest benchmark
+.PHONY: run test lint install weights clean loadtest benchmark soak lock
 
 run: install weights
 	$(BIN)/catsdogs train
@@ -72,6 +72,11 @@ loadtest: install
 
 benchmark: install weights
 	$(BIN)/python benchmarks/serving.py run --model $(MODEL) --photos $(BENCHMARK_PHOTOS) \
+		--out reports/benchmark
+
+# `make soak`: 10 minutes of steady load at 70 % of the measured saturation (benchmarks/soak.py).
+soak: install weights
+	$(BIN)/python benchmarks/soak.py --model $(MODEL) --photos $(BENCHMARK_PHOTOS) \
 		--out reports/benchmark
 
 # Regenerate requirements.lock after changing a pin in pyproject.toml.

@@ -13,9 +13,9 @@ import os
 from fastapi import FastAPI, HTTPException, UploadFile
 
 from catsdogs.errors import RefusedInput
-from catsdogs.model_loader import load_bento_classifier
+from training.keras_classifier import load_classifier
 
-CLASSIFIER = load_bento_classifier(
+CLASSIFIER = load_classifier(
     os.environ.get("CATSDOGS_MODEL_TAG", "catsdogs:latest"),
     runtime=os.environ.get("BASELINE_RUNTIME", "keras"),
 )

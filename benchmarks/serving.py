@@ -15,6 +15,7 @@ the ratios against the targets of issue 5. Loopback only; every server is stoppe
 """
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -59,10 +60,10 @@ def limit(
     """Images/s of decode + preprocess + one model call per batch, in this process (JSON)."""
     import numpy as np
 
-    from catsdogs.model_loader import load_bento_classifier
     from catsdogs.preprocessing import prepare_image
+    from training.keras_classifier import load_classifier
 
-    classifier = load_bento_classifier(model, runtime)
+    classifier = load_classifier(model, runtime)
     encoded = [path.read_bytes() for path in pick_photos(photos, count)]
     sizes = [int(size) for size in batch_sizes.split(",")]
     classifier.warm_up(sizes)
@@ -123,11 +124,15 @@ def multipart_body(data: bytes) -> bytes:
     return request.read()
 
 
-async def run_load(url: str, bodies: list[bytes], concurrency: int, seconds: float) -> dict:
+MULTIPART = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+
+
+async def run_load(
+    url: str, bodies: list[bytes], concurrency: int, seconds: float, headers: dict = MULTIPART
+) -> dict:
     """concurrency clients, each posting photos back to back until seconds have passed."""
     import aiohttp
 
-    headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
     latencies, statuses = [], {}
     counter = iter(range(10**9))
     connector = aiohttp.TCPConnector(limit=concurrency)
@@ -190,24 +195,19 @@ def summarize(windows: list[dict]) -> dict:
     }
 
 
-def serve_and_load(
-    name: str, command: list[str], env: dict, port: int, bodies, levels, seconds, log_path: Path
-) -> list[dict]:
-    """Start a server, load it at each concurrency, stop it: one raw window per level."""
-    base = f"http://127.0.0.1:{port}"
+@contextlib.contextmanager
+def running_server(command: list[str], env: dict, port: int, log_path: Path):
+    """A server process (its own process group), once it is ready on port; stopped after.
+    Ready: /readyz for BentoML (200 once the model is warm), /health for the baselines."""
     with log_path.open("a") as log:  # the child keeps its own copy of the descriptor
         process = subprocess.Popen(
             command, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
     try:
-        wait_ready(f"{base}/health", process, timeout=180)
-        windows = []
-        for concurrency in levels:
-            window = asyncio.run(run_load(f"{base}/predict", bodies, concurrency, seconds))
-            typer.echo(f"  {name} c={concurrency}: {format_row(summarize([window]))}")
-            windows.append(window)
-        return windows
+        probe = "/readyz" if "bentoml" in command[0] else "/health"
+        wait_ready(f"http://127.0.0.1:{port}{probe}", process, timeout=180)
+        yield process
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -215,6 +215,20 @@ def serve_and_load(
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def serve_and_load(
+    name: str, command: list[str], env: dict, port: int, bodies, levels, seconds, log_path: Path
+) -> list[dict]:
+    """Start a server, load it at each concurrency, stop it: one raw window per level."""
+    with running_server(command, env, port, log_path):
+        windows = []
+        for concurrency in levels:
+            url = f"http://127.0.0.1:{port}/predict"
+            window = asyncio.run(run_load(url, bodies, concurrency, seconds))
+            typer.echo(f"  {name} c={concurrency}: {format_row(summarize([window]))}")
+            windows.append(window)
+        return windows
 
 
 def wait_ready(url: str, process: subprocess.Popen, timeout: float) -> None:
