@@ -31,12 +31,15 @@ def health() -> dict[str, str]:
 @app.post("/predict")
 def predict(file: UploadFile) -> dict:
     try:
-        [prediction] = CLASSIFIER.predict_images([file.file.read()])
+        [answer] = CLASSIFIER.answer_images([file.file.read()])
     except RefusedInput as error:
         raise HTTPException(400, str(error)) from None
     return {
-        "label": prediction.label,
-        "confidence": prediction.confidence,
-        "probabilities": prediction.probabilities,
+        "label": answer.label,
+        "confidence": answer.confidence,
+        "probabilities": answer.probabilities,
+        "needs_review": answer.needs_review,
+        "novelty_score": answer.novelty_score,
+        "novelty_threshold": answer.novelty_threshold,
         "model": CLASSIFIER.source,
     }

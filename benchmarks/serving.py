@@ -75,7 +75,7 @@ def limit(
             position += size
             call_started = time.perf_counter()
             pixels = np.stack([prepare_image(data, classifier.image_size).pixels for data in batch])
-            classifier.predict_pixels(pixels)
+            classifier.answer_pixels(pixels)
             if size == 1:
                 single_ms.append((time.perf_counter() - call_started) * 1000)
             images += size

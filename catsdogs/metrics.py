@@ -4,8 +4,8 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
+from catsdogs.answers import OTHER, Answer
 from catsdogs.batching import BatchStats
-from catsdogs.classifier import Prediction
 from catsdogs.uploads import Upload
 
 
@@ -18,11 +18,21 @@ class ServiceMetrics:
         # at import, and BentoML workers set PROMETHEUS_MULTIPROC_DIR after service.py loads.
         import prometheus_client as prom
 
-        self.predictions = prom.Counter("catsdogs_predictions", "Predictions by label.", ["label"])
+        self.predictions = prom.Counter(
+            "catsdogs_predictions", "Answers by label: cat, dog or other.", ["label"]
+        )
+        self.needs_review = prom.Counter(
+            "catsdogs_needs_review", "Answers flagged for a person to check, by label.", ["label"]
+        )
         self.confidence = prom.Histogram(
             "catsdogs_prediction_confidence",
-            "Probability of the predicted label.",
+            "Calibrated probability of the predicted label.",
             buckets=(0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0),
+        )
+        self.novelty = prom.Histogram(
+            "catsdogs_novelty_score",
+            "Novelty score of each answered photo (distance from the training photos).",
+            buckets=(0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.8),
         )
         self.rejected = prom.Counter(
             "catsdogs_rejected_inputs", "Uploads refused, by reason.", ["reason"]
@@ -65,17 +75,21 @@ class ServiceMetrics:
             mlflow_model_version=str(metadata.get("mlflow_model_version", "")),
             mlflow_run_id=str(metadata.get("mlflow_run_id", "")),
         ).set(1)
-        for label in class_names:  # every label visible at 0 from the start
+        for label in (*class_names, OTHER):  # every label visible at 0 from the start
             self.predictions.labels(label=label)
+            self.needs_review.labels(label=label)
 
     def record_batch(self, stats: BatchStats) -> None:
         self.batch_size.observe(stats.size)
         self.batch_seconds.observe(stats.inference_s)
         self.queue_wait_seconds.observe(stats.queue_wait_s)
 
-    def record(self, upload: Upload, prediction: Prediction) -> None:
-        self.predictions.labels(label=prediction.label).inc()
-        self.confidence.observe(prediction.confidence)
+    def record(self, upload: Upload, answer: Answer) -> None:
+        self.predictions.labels(label=answer.label).inc()
+        if answer.needs_review:
+            self.needs_review.labels(label=answer.label).inc()
+        self.confidence.observe(answer.confidence)
+        self.novelty.observe(answer.novelty_score)
         self.image_bytes.observe(upload.size_bytes)
         self.image_pixels.observe(upload.image.width * upload.image.height)
 

@@ -8,6 +8,7 @@ training/keras_classifier.py.
 from pathlib import Path
 from typing import Any
 
+from catsdogs.answers import OpenWorld
 from catsdogs.classifier import Classifier, onnx_infer
 from catsdogs.config import MODEL_NAME, ONNX_FILE_NAME
 
@@ -19,7 +20,9 @@ def load_bento_classifier(tag: str = f"{MODEL_NAME}:latest", threads: int | None
     return classifier_from_bento_model(bentoml.models.get(tag), threads)
 
 
-def classifier_from_bento_model(bento_model: Any, threads: int | None = None) -> Classifier:
+def classifier_from_bento_model(
+    bento_model: Any, threads: int | None = None, precision: str = "fp32"
+) -> Classifier:
     """Classifier for a bentoml Model (from the store or a BentoModel reference in a service)."""
     metadata = checked_metadata(dict(bento_model.info.metadata), str(bento_model.tag))
     path = Path(bento_model.path_of(ONNX_FILE_NAME))
@@ -29,7 +32,15 @@ def classifier_from_bento_model(bento_model: Any, threads: int | None = None) ->
             f"was added): retrain it, or run it with the keras runtime"
         )
     infer = onnx_infer(path, threads)
-    return classifier_from_metadata(infer, metadata, str(bento_model.tag), "onnx")
+    open_world = load_open_world(Path(bento_model.path_of("")), precision)
+    return classifier_from_metadata(infer, metadata, str(bento_model.tag), "onnx", open_world)
+
+
+def load_open_world(folder: Path, precision: str = "fp32") -> OpenWorld | None:
+    """The model's novelty detector and review threshold, if it was trained with them."""
+    if not (folder / f"open_world_{precision}.npz").is_file():
+        return None
+    return OpenWorld.load(folder, precision)
 
 
 def checked_metadata(metadata: dict[str, Any], source: str) -> dict[str, Any]:
@@ -40,7 +51,7 @@ def checked_metadata(metadata: dict[str, Any], source: str) -> dict[str, Any]:
 
 
 def classifier_from_metadata(
-    infer, metadata: dict[str, Any], source: str, runtime: str
+    infer, metadata: dict[str, Any], source: str, runtime: str, open_world: OpenWorld | None
 ) -> Classifier:
     return Classifier(
         infer,
@@ -49,4 +60,5 @@ def classifier_from_metadata(
         source=source,
         runtime=runtime,
         metadata=metadata,
+        open_world=open_world,
     )

@@ -11,10 +11,9 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
-
+from catsdogs.answers import Answer
 from catsdogs.batching import AdaptiveBatcher, OverloadedError
-from catsdogs.classifier import Classifier, Prediction, to_predictions
+from catsdogs.classifier import Classifier
 from catsdogs.errors import TOO_LARGE, RefusedInput
 from catsdogs.metrics import ServiceMetrics
 from catsdogs.preprocessing import decode_pixels
@@ -36,8 +35,11 @@ class Predictor:
         self.settings = settings
         self.metrics = metrics
         self.model_tag = classifier.source
+        if classifier.open_world is None:
+            raise ValueError(f"model {classifier.source} has no novelty detector: retrain it")
         self.batcher = AdaptiveBatcher(
-            classifier.predict_pixels,
+            # The model call and the novelty scores of a batch, on the batcher's thread.
+            classifier.answer_pixels,
             max_batch_size=settings.max_batch_size,
             max_queue=settings.max_queue,
             on_batch=metrics.record_batch,
@@ -72,19 +74,16 @@ class Predictor:
         ]
         uploads = await _all_or_first_error(decoding)
         try:
-            outputs = await asyncio.gather(
+            answers = await asyncio.gather(
                 *(self.batcher.submit(upload.image.pixels) for upload in uploads)
             )
         except OverloadedError as error:
             raise RefusedInput(
                 "overloaded", str(error), 503, retry_after_s=OVERLOAD_RETRY_AFTER_S
             ) from None
-        predictions = to_predictions(np.stack(outputs), self.classifier.class_names)
         latency_ms = (time.perf_counter() - started) * 1000
-        responses = [to_response(prediction, self.model_tag) for prediction in predictions]
-        return responses, functools.partial(
-            self._record, uploads, predictions, latency_ms, request_id
-        )
+        responses = [to_response(answer, self.model_tag) for answer in answers]
+        return responses, functools.partial(self._record, uploads, answers, latency_ms, request_id)
 
     def _decoder_for(self, file: UploadedFile) -> ThreadPoolExecutor:
         heavy = decode_pixels(file.data, self.classifier.image_size) > HEAVY_DECODE_PIXELS
@@ -93,13 +92,13 @@ class Predictor:
     def _record(
         self,
         uploads: list[Upload],
-        predictions: list[Prediction],
+        answers: list[Answer],
         latency_ms: float,
         request_id: str,
     ) -> None:
-        for upload, prediction in zip(uploads, predictions, strict=True):
-            self.metrics.record(upload, prediction)
-            log_prediction(upload, prediction, self.model_tag, latency_ms, request_id)
+        for upload, answer in zip(uploads, answers, strict=True):
+            self.metrics.record(upload, answer)
+            log_prediction(upload, answer, self.model_tag, latency_ms, request_id)
 
 
 async def _all_or_first_error(futures: list[asyncio.Future]) -> list:

@@ -91,6 +91,17 @@ def prepare_image(
     return PreparedImage(np.asarray(resized, dtype=np.uint8), width, height)
 
 
+def image_statistics(pixels: np.ndarray) -> tuple[float, float]:
+    """(brightness, saturation) of prepared RGB pixels, each 0..1: the mean pixel value and the
+    mean HSV saturation. Drift features of the inputs, computed the same way in serving and
+    for the training-time reference."""
+    brightness = float(pixels.mean(dtype=np.float32)) / 255.0
+    top = pixels.max(axis=-1).astype(np.float32)
+    spread = top - pixels.min(axis=-1)
+    saturation = np.divide(spread, top, out=np.zeros_like(top), where=top > 0)
+    return brightness, float(saturation.mean())
+
+
 def decode_pixels(data: bytes, image_size: int) -> int:
     """How many pixels prepare_image will decode, from the header alone (0 when the header
     cannot be read: prepare_image then refuses the file quickly). JPEGs decode at a reduced

@@ -9,13 +9,12 @@ Only file parts are accepted: a text value is never treated as a file name or a 
 
 from dataclasses import dataclass, field
 
-import numpy as np
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from catsdogs.config import ImageLimits
 from catsdogs.errors import TOO_LARGE, RefusedInput
-from catsdogs.preprocessing import PreparedImage, prepare_image
+from catsdogs.preprocessing import PreparedImage, image_statistics, prepare_image
 
 # Content types of a body that is one image (any image/* type is accepted too).
 RAW_IMAGE_TYPES = (b"application/octet-stream",)
@@ -36,7 +35,9 @@ class Upload:
 
     image: PreparedImage
     size_bytes: int
-    brightness: float  # mean of the prepared pixels, 0..1: a drift feature of the inputs
+    # Drift features of the inputs (preprocessing.image_statistics), 0..1.
+    brightness: float
+    saturation: float
 
 
 def usage(field_name: str) -> str:
@@ -191,4 +192,4 @@ def read_upload(file: UploadedFile, image_size: int, limits: ImageLimits, name: 
     except RefusedInput as error:
         raise RefusedInput(error.reason, f"{name}: {error}", error.status) from None
     # Computed here, on the decoding thread, rather than on the event loop.
-    return Upload(image, len(file.data), float(image.pixels.mean(dtype=np.float32)) / 255.0)
+    return Upload(image, len(file.data), *image_statistics(image.pixels))

@@ -1,8 +1,14 @@
-"""The model architectures that training builds. Every model takes raw RGB uint8 images of
-config.image_size and returns class probabilities: scaling and augmentation are layers inside
-it."""
+"""The model architectures that training builds.
+
+A model is two parts: a backbone (an image, scaled to its value range, to an embedding: the
+pooled features the novelty detector and the drift projection use) and a head (an embedding to
+class logits). Training fits them through build_training_model (with augmentation); what is
+saved and served is build_inference_model: raw RGB uint8 images of config.image_size in,
+calibrated class probabilities and the embedding out, from one call.
+"""
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -15,6 +21,17 @@ BACKBONE_NAME = "mobilenetv2_1.00_224"  # keras.applications' name for the Mobil
 
 class WeightsUnavailableError(RuntimeError):
     """The pretrained weights are neither cached nor downloadable."""
+
+
+@dataclass
+class ModelParts:
+    backbone: keras.Model  # scaled image -> embedding
+    head: keras.Sequential  # embedding -> logits
+    scale: float  # raw pixel value x scale + offset = the backbone's input range
+    offset: float
+    # Pretrained backbones keep BatchNorm in inference mode even while fine-tuned: with small
+    # batches, updating its statistics would wreck the pretrained features.
+    frozen_batch_norm: bool
 
 
 def build_augmentation(config: TrainConfig) -> keras.Sequential:
@@ -49,51 +66,77 @@ def build_backbone(config: TrainConfig) -> keras.Model:
 
 def build_head(config: TrainConfig, num_classes: int) -> keras.Sequential:
     return keras.Sequential(
-        [layers.Dropout(config.dropout, seed=config.seed), layers.Dense(num_classes, "softmax")],
+        [
+            layers.Dropout(config.dropout, seed=config.seed),
+            layers.Dense(
+                num_classes,
+                kernel_regularizer=keras.regularizers.L2(config.head_l2)
+                if config.head_l2
+                else None,
+                name="logits",
+            ),
+        ],
         name="head",
     )
 
 
-def build_transfer_model(
-    config: TrainConfig, num_classes: int
-) -> tuple[keras.Model, keras.Model, keras.Sequential]:
-    """uint8 image -> augmentation -> [-1, 1] -> MobileNetV2 -> head.
-
-    Returns (model, backbone, head): the parts are shared layers of the model.
-    """
-    backbone = build_backbone(config)
-    head = build_head(config, num_classes)
-    inputs = keras.Input((config.image_size, config.image_size, 3), dtype="uint8", name="image")
-    x = build_augmentation(config)(keras.ops.cast(inputs, "float32"))
-    x = layers.Rescaling(1 / 127.5, offset=-1, name="scale_to_unit_range")(x)
-    # training=False keeps BatchNorm in inference mode even while its block is fine-tuned:
-    # with small batches, updating its statistics would wreck the pretrained features.
-    x = backbone(x, training=False)
-    outputs = head(x)
-    return keras.Model(inputs, outputs, name="catsdogs_mobilenetv2"), backbone, head
+def build_parts(config: TrainConfig, num_classes: int) -> ModelParts:
+    """The pretrained MobileNetV2 (fast, finetune) or a small CNN from random weights
+    (scratch), with a classifier head."""
+    if config.mode == "scratch":
+        return ModelParts(_scratch_backbone(config), build_head(config, num_classes),
+                          1 / 255, 0.0, frozen_batch_norm=False)  # fmt: skip
+    return ModelParts(build_backbone(config), build_head(config, num_classes),
+                      1 / 127.5, -1.0, frozen_batch_norm=True)  # fmt: skip
 
 
-def build_feature_extractor(backbone: keras.Model, image_size: int) -> keras.Model:
-    """uint8 image -> pooled backbone features, for the fast (cached-features) mode."""
-    inputs = keras.Input((image_size, image_size, 3), dtype="uint8")
-    x = layers.Rescaling(1 / 127.5, offset=-1)(keras.ops.cast(inputs, "float32"))
-    return keras.Model(inputs, backbone(x, training=False), name="features")
+def _scaled_input(parts: ModelParts, image_size: int, augmentation=None):
+    inputs = keras.Input((image_size, image_size, 3), dtype="uint8", name="image")
+    x = keras.ops.cast(inputs, "float32")
+    if augmentation is not None:
+        x = augmentation(x)
+    x = layers.Rescaling(parts.scale, offset=parts.offset, name="scale_to_backbone_range")(x)
+    return inputs, x
 
 
-def build_scratch_model(config: TrainConfig, num_classes: int) -> keras.Model:
+def _embed(parts: ModelParts, x):
+    return parts.backbone(x, training=False) if parts.frozen_batch_norm else parts.backbone(x)
+
+
+def build_training_model(parts: ModelParts, config: TrainConfig) -> keras.Model:
+    """uint8 image -> augmentation -> backbone -> head -> logits (the parts' layers, shared)."""
+    inputs, x = _scaled_input(parts, config.image_size, build_augmentation(config))
+    return keras.Model(inputs, parts.head(_embed(parts, x)), name="catsdogs_training")
+
+
+def build_feature_extractor(parts: ModelParts, image_size: int) -> keras.Model:
+    """uint8 image -> embedding (the backbone's pooled features)."""
+    inputs, x = _scaled_input(parts, image_size)
+    return keras.Model(inputs, parts.backbone(x, training=False), name="features")
+
+
+def build_inference_model(parts: ModelParts, image_size: int, temperature: float) -> keras.Model:
+    """uint8 image -> {"probabilities": softmax(logits / temperature), "embedding"}: what is
+    saved, exported to ONNX and served (no augmentation, calibrated)."""
+    inputs, x = _scaled_input(parts, image_size)
+    embedding = parts.backbone(x, training=False)
+    logits = parts.head(embedding, training=False)
+    scaled = layers.Rescaling(1.0 / temperature, name="temperature")(logits)
+    probabilities = layers.Softmax(name="calibrated")(scaled)
+    outputs = {"probabilities": probabilities, "embedding": embedding}
+    return keras.Model(inputs, outputs, name="catsdogs")
+
+
+def _scratch_backbone(config: TrainConfig) -> keras.Model:
     """A small four-block CNN from random weights, for users without pretrained weights."""
-    inputs = keras.Input((config.image_size, config.image_size, 3), dtype="uint8", name="image")
-    x = build_augmentation(config)(keras.ops.cast(inputs, "float32"))
-    x = layers.Rescaling(1 / 255)(x)
+    inputs = keras.Input((config.image_size, config.image_size, 3))
+    x = inputs
     for filters in (32, 64, 128, 256):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
         x = layers.BatchNormalization()(x)
         x = layers.ReLU()(x)
         x = layers.MaxPooling2D()(x)
-    x = layers.GlobalAveragePooling2D()(x)
-    x = layers.Dropout(config.dropout, seed=config.seed)(x)
-    outputs = layers.Dense(num_classes, activation="softmax")(x)
-    return keras.Model(inputs, outputs, name="catsdogs_scratch_cnn")
+    return keras.Model(inputs, layers.GlobalAveragePooling2D()(x), name="scratch_cnn")
 
 
 def unfreeze_top(backbone: keras.Model, count: int) -> None:

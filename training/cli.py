@@ -247,8 +247,9 @@ def evaluate(
 ) -> None:
     """Score a model on a folder of labelled photos."""
     _configure_output(verbose, tensorflow=runtime == "keras" or _is_mlflow_uri(model))
+    from training.calibration import expected_calibration_error
     from training.data import load_dataset
-    from training.evaluate import compute_metrics, format_metrics_table
+    from training.evaluate import compute_metrics, format_metrics_table, open_world_metrics
     from training.keras_classifier import load_classifier
 
     classifier = _or_exit(lambda: load_classifier(model, runtime))
@@ -259,7 +260,14 @@ def evaluate(
         pixels, labels, _ = dataset.select(split)
     if len(labels) == 0:
         _exit(f"no valid labelled images in {data_dir} (split {split})")
-    metrics = compute_metrics(labels, classifier.predict_pixels(pixels))
+    output = classifier.predict_pixels(pixels)
+    metrics = compute_metrics(labels, output.probabilities)
+    metrics["ece"] = expected_calibration_error(output.probabilities, labels)
+    if classifier.open_world is not None:
+        answers = classifier.open_world.answer(
+            output.probabilities, output.embeddings, classifier.class_names
+        )
+        metrics |= open_world_metrics(answers)
     if as_json:
         report = {"model": classifier.source, "runtime": classifier.runtime, "split": split}
         typer.echo(json.dumps({**report, **metrics}, indent=2))
@@ -275,19 +283,24 @@ def predict(
     runtime: RuntimeOption = None,
     verbose: Verbose = False,
 ) -> None:
-    """Classify image files: one line each, label and confidence."""
+    """Classify image files: one line each: file, label (cat, dog or other), calibrated
+    confidence, "review" when a person should check it, novelty score / its threshold."""
     _configure_output(verbose, tensorflow=runtime == "keras" or _is_mlflow_uri(model))
     from catsdogs.errors import RefusedInput
     from training.keras_classifier import load_classifier
 
     classifier = _or_exit(lambda: load_classifier(model, runtime))
+    if classifier.open_world is None:
+        _exit(f"model {classifier.source} has no novelty detector (trained before it): retrain")
     for path in images:
         try:
-            [prediction] = classifier.predict_images([path.read_bytes()])
+            [answer] = classifier.answer_images([path.read_bytes()])
         except (RefusedInput, OSError) as error:
             typer.echo(f"{path}\terror: {error}", err=True)
             continue
-        typer.echo(f"{path}\t{prediction.label}\t{prediction.confidence:.4f}")
+        review = "review" if answer.needs_review else "ok"
+        novelty = f"novelty {answer.novelty_score:.3f}/{answer.novelty_threshold:.3f}"
+        typer.echo(f"{path}\t{answer.label}\t{answer.confidence:.4f}\t{review}\t{novelty}")
 
 
 # --- drift (training/drift.py) -----------------------------------------------------------

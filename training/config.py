@@ -42,6 +42,7 @@ class TrainConfig(BaseModel):
     head_epochs: int = Field(20, ge=1)
     head_learning_rate: float = Field(1e-3, gt=0)
     dropout: float = Field(0.2, ge=0, lt=1)
+    head_l2: float = Field(0.0, ge=0, description="L2 penalty on the head's weights.")
     # Fine-tuning phase (finetune mode only).
     finetune_epochs: int = Field(5, ge=0)
     finetune_learning_rate: float = Field(1e-5, gt=0)
@@ -58,6 +59,15 @@ class TrainConfig(BaseModel):
     # always keeps more than nothing).
     validation_fraction: float = Field(0.1, gt=0, lt=0.5)
     test_fraction: float = Field(0.1, gt=0, lt=0.5)
+
+    # Open-world answers (catsdogs/answers.py), calibrated on cat and dog photos only.
+    novelty_k: int = Field(10, ge=1, description="Nearest training photos a score averages.")
+    novelty_quantile: float = Field(
+        0.99, gt=0.5, lt=1, description="Share of validation photos not called other."
+    )
+    review_target: float = Field(
+        0.995, gt=0.5, lt=1, description="Accuracy of the answers not flagged for review."
+    )
 
     experiment: str = "catsdogs"
     registered_model: str = MODEL_NAME

@@ -1,4 +1,5 @@
-"""Score a classifier on labelled images: metrics, confusion matrix, ROC curve, mistakes."""
+"""Score a classifier on labelled images: metrics, confusion matrix, ROC curve, mistakes,
+calibration (reliability diagram) and the share of open-world answers (other, review)."""
 
 from collections.abc import Sequence
 
@@ -10,6 +11,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 from sklearn import metrics as sk
+
+from catsdogs.answers import OTHER, Answer
+from training.calibration import expected_calibration_error, reliability
 
 METRIC_NAMES = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss")
 
@@ -29,6 +33,31 @@ def compute_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, 
         "log_loss": float(sk.log_loss(labels, probabilities, labels=[0, 1])),
         "count": len(labels),
     }
+
+
+def open_world_metrics(answers: Sequence[Answer]) -> dict[str, float]:
+    """The share of answers that say "other", and that need review."""
+    count = max(1, len(answers))
+    return {
+        "other_rate": sum(a.label == OTHER for a in answers) / count,
+        "review_rate": sum(a.needs_review for a in answers) / count,
+    }
+
+
+def plot_reliability(labels: np.ndarray, probabilities: np.ndarray) -> Figure:
+    """Accuracy against confidence per bin: a calibrated model follows the diagonal."""
+    rows = reliability(probabilities, labels)
+    figure, axes = plt.subplots(figsize=(4, 4))
+    axes.plot([0.5, 1], [0.5, 1], linestyle=":", color="grey")
+    if rows:
+        confidence, accuracy, counts = zip(*rows, strict=True)
+        axes.scatter(confidence, accuracy, s=[10 + 200 * c / max(counts) for c in counts])
+        axes.plot(confidence, accuracy)
+    ece = expected_calibration_error(probabilities, labels)
+    axes.set(xlabel="confidence", ylabel="accuracy", xlim=(0.5, 1.01), ylim=(0, 1.01),
+             title=f"Test reliability (ECE {ece:.3f})")  # fmt: skip
+    figure.tight_layout()
+    return figure
 
 
 def plot_confusion_matrix(

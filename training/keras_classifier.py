@@ -5,16 +5,21 @@ Serving runs the ONNX export (catsdogs/model_loader.py). Training, `catsdogs eva
 or from an MLflow model URI; that needs TensorFlow, so it lives here, outside the Bento.
 """
 
+from pathlib import Path
 from typing import Any
 
-from catsdogs.classifier import Classifier, InferFn
+from catsdogs.classifier import EMBEDDING, PROBABILITIES, Classifier, InferFn, ModelOutput
 from catsdogs.config import KERAS_FILE_NAME, MODEL_NAME
 from catsdogs.model_loader import (
     checked_metadata,
     classifier_from_metadata,
     load_bento_classifier,
+    load_open_world,
 )
 from training.config import Runtime
+
+# Where a training run logs the model's OpenWorld files (catsdogs/answers.py) in MLflow.
+OPEN_WORLD_ARTIFACTS = "open_world"
 
 MLFLOW_URI_SCHEMES = ("models:/", "runs:/", "file:", "mlflow-artifacts:", "s3:", "gs:")
 
@@ -41,16 +46,31 @@ def load_bento_keras_classifier(tag: str) -> Classifier:
     metadata = checked_metadata(dict(bento_model.info.metadata), str(bento_model.tag))
     model = keras.models.load_model(bento_model.path_of(KERAS_FILE_NAME), compile=False)
     infer = keras_infer(model, int(metadata["image_size"]))
-    return classifier_from_metadata(infer, metadata, str(bento_model.tag), "keras")
+    open_world = load_open_world(Path(bento_model.path_of("")))
+    return classifier_from_metadata(infer, metadata, str(bento_model.tag), "keras", open_world)
 
 
 def load_mlflow_classifier(uri: str) -> Classifier:
     import mlflow
 
     model = mlflow.tensorflow.load_model(uri, keras_model_kwargs={"compile": False})
-    metadata = checked_metadata(mlflow.models.get_model_info(uri).metadata or {}, uri)
+    info = mlflow.models.get_model_info(uri)
+    metadata = checked_metadata(info.metadata or {}, uri)
     infer = keras_infer(model, int(metadata["image_size"]))
-    return classifier_from_metadata(infer, metadata, uri, "keras")
+    return classifier_from_metadata(infer, metadata, uri, "keras", load_mlflow_open_world(info))
+
+
+def load_mlflow_open_world(info):
+    """The OpenWorld logged with an MLflow model's run, if the run logged one."""
+    import mlflow
+
+    try:
+        folder = mlflow.artifacts.download_artifacts(
+            run_id=info.run_id, artifact_path=OPEN_WORLD_ARTIFACTS
+        )
+    except mlflow.exceptions.MlflowException:
+        return None
+    return load_open_world(Path(folder))
 
 
 def keras_infer(model: Any, image_size: int) -> InferFn:
@@ -66,8 +86,9 @@ def keras_infer(model: Any, image_size: int) -> InferFn:
         input_signature=[tf.TensorSpec((None, image_size, image_size, 3), tf.uint8)],
     )
 
-    def infer(pixels):
-        return function(tf.convert_to_tensor(pixels)).numpy()
+    def infer(pixels) -> ModelOutput:
+        outputs = function(tf.convert_to_tensor(pixels))
+        return ModelOutput(outputs[PROBABILITIES].numpy(), outputs[EMBEDDING].numpy())
 
     infer.function = function  # for tests: one trace serves every batch size
     return infer

@@ -17,7 +17,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
-from catsdogs.config import KERAS_FILE_NAME, ONNX_FILE_NAME
+from catsdogs.config import KERAS_FILE_NAME
 from training.data import Dataset
 from training.progress import Advance
 
@@ -126,7 +126,7 @@ def log_environment() -> None:
 def register_model(
     model: keras.Model,
     *,
-    onnx_path: Path,
+    files: dict[str, tuple[Path, str]],
     registered_name: str,
     example: np.ndarray,
     example_output: np.ndarray,
@@ -135,7 +135,10 @@ def register_model(
     force_champion: bool,
 ) -> RegisteredModel:
     """Log and register the model in MLflow, save it to the BentoML store, cross-reference
-    both, and move the champion alias if the new version beats the current champion."""
+    both, and move the champion alias if the new version beats the current champion.
+
+    files: what the BentoML model holds besides model.keras ({file name: (local path, the
+    MLflow artifact folder it is logged to)}): the ONNX export, the OpenWorld, ...."""
     run = mlflow.active_run()
     # mlflow.tensorflow, not mlflow.keras: in MLflow 3.17 the keras flavor writes the input
     # example before creating the model folder and fails (mlflow/mlflow#16183). Both flavors
@@ -150,7 +153,8 @@ def register_model(
         pip_requirements=[f"{name}=={_version_of(name)}" for name in MODEL_PACKAGES],
     )
     version = str(info.registered_model_version)
-    mlflow.log_artifact(str(onnx_path), artifact_path="onnx")
+    for path, artifact_dir in files.values():
+        mlflow.log_artifact(str(path), artifact_path=artifact_dir)
     mlflow_uri = f"models:/{registered_name}/{version}"
 
     bento_metadata = {
@@ -167,7 +171,8 @@ def register_model(
         metadata=bento_metadata,
     ) as bento_model:
         model.save(bento_model.path_of(KERAS_FILE_NAME))
-        shutil.copyfile(onnx_path, bento_model.path_of(ONNX_FILE_NAME))
+        for name, (path, _) in files.items():
+            shutil.copyfile(path, bento_model.path_of(name))
     bento_tag = str(bento_model.tag)
 
     client = mlflow.MlflowClient()

@@ -1,11 +1,14 @@
 """Train the cats-vs-dogs classifier, top to bottom.
 
-    data -> model -> (fast | finetune | scratch) training -> test evaluation
-         -> ONNX export checked against Keras -> MLflow + BentoML
+    data -> backbone + head -> (fast | finetune | scratch) training -> temperature scaling on
+    the validation split -> the inference model (calibrated probabilities + embedding)
+    -> novelty detector and review threshold -> test evaluation
+    -> ONNX export checked against Keras -> MLflow + BentoML
 
 Every run is an MLflow run: the whole resolved TrainConfig, the split manifest with its
-fingerprint, per-epoch metrics, phase timings, test metrics and plots, and the model (registered
-as `catsdogs`, also saved to the BentoML store; each records the other's id).
+fingerprint, per-epoch metrics, phase timings, calibration and open-world metrics, test
+metrics and plots, and the model (registered as `catsdogs`, also saved to the BentoML store
+with its ONNX export and OpenWorld; each records the other's id).
 """
 
 import functools
@@ -16,22 +19,34 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 import tensorflow as tf
 
-from catsdogs.classifier import Classifier
+from catsdogs.answers import OpenWorld, Projection, review_threshold_for
+from catsdogs.classifier import Classifier, ModelOutput
+from catsdogs.config import ONNX_FILE_NAME
+from catsdogs.novelty import KnnNovelty, MahalanobisNovelty, threshold_for
 from training import evaluate
 from training.architectures import (
+    ModelParts,
     build_feature_extractor,
-    build_scratch_model,
-    build_transfer_model,
+    build_inference_model,
+    build_parts,
+    build_training_model,
     unfreeze_top,
+)
+from training.calibration import (
+    calibrated,
+    expected_calibration_error,
+    fit_temperature,
+    log_loss,
 )
 from training.config import TrainConfig
 from training.data import Dataset, load_dataset
 from training.export import check_onnx_parity, export_onnx
-from training.keras_classifier import keras_infer
+from training.keras_classifier import OPEN_WORLD_ARTIFACTS, keras_infer
 from training.progress import SILENT, Progress
 from training.tracking import (
     EpochMetricsLogger,
@@ -49,6 +64,7 @@ PHASE_NAMES = {
     "finetune": "the top of the backbone (fine-tuning)",
     "train": "the CNN from random weights",
 }
+SPLITS = ("train", "validation", "test")
 
 
 @dataclass(frozen=True)
@@ -57,6 +73,7 @@ class TrainResult:
     test_metrics: dict[str, float]
     registered: RegisteredModel
     timings: dict[str, float]
+    open_world: OpenWorld
 
 
 def train(config: TrainConfig, progress: Progress = SILENT) -> TrainResult:
@@ -74,10 +91,10 @@ def train(config: TrainConfig, progress: Progress = SILENT) -> TrainResult:
         )
         _check_splits(dataset)
     progress.done(_describe(dataset))
-    x_train, y_train, _ = dataset.select("train")
-    x_val, y_val, _ = dataset.select("validation")
-    x_test, y_test, test_samples = dataset.select("test")
-    num_classes = len(dataset.class_names)
+    pixels, labels = {}, {}
+    for split in SPLITS:
+        pixels[split], labels[split], _ = dataset.select(split)
+    test_names = [sample.path for sample in dataset.select("test")[2]]
 
     mlflow.set_experiment(config.experiment)
     with mlflow.start_run() as run, tempfile.TemporaryDirectory() as scratch:
@@ -86,94 +103,169 @@ def train(config: TrainConfig, progress: Progress = SILENT) -> TrainResult:
         log_environment()
         log_dataset(dataset, Path(scratch) / "data")
 
+        # 1. Train the backbone and head (only the head in fast mode).
         timings: dict[str, float] = {}
-        fit = functools.partial(
-            _fit,
-            config=config,
-            train=(x_train, y_train),
-            validation=(x_val, y_val),
-            timings=timings,
-            progress=progress,
-        )
-        if config.mode == "scratch":
-            model = build_scratch_model(config, num_classes)
-            fit(model, "train", config.head_learning_rate, config.head_epochs)
+        parts = build_parts(config, len(dataset.class_names))
+        fit = functools.partial(_fit, config=config, timings=timings, progress=progress)
+        images = {split: (pixels[split], labels[split]) for split in ("train", "validation")}
+        if config.mode == "fast":
+            # Backbone features once per image; then only the small head trains, on them.
+            embeddings = _embed(parts, config, pixels, ("train", "validation"), timings, progress)
+            features = {split: (embeddings[split], labels[split]) for split in embeddings}
+            fit(parts.head, "head", config.head_learning_rate, config.head_epochs, **features)
         else:
-            model, backbone, head = build_transfer_model(config, num_classes)
-            if config.mode == "fast":
-                # Backbone features once per image; then only the small head trains, on them.
-                started = time.perf_counter()
-                extractor = build_feature_extractor(backbone, config.image_size)
-                images = len(x_train) + len(x_val)
-                with (
-                    progress.phase(f"Compute backbone features of {images} photos"),
-                    progress.bar("features", images) as advance,
-                ):
-                    features = [
-                        extractor.predict(
-                            x, batch_size=64, verbose=0, callbacks=[KerasProgress(advance)]
-                        )
-                        for x in (x_train, x_val)
-                    ]
-                _record(timings, "features", time.perf_counter() - started, images)
-                fit = functools.partial(
-                    fit, train=(features[0], y_train), validation=(features[1], y_val)
-                )
-                fit(head, "head", config.head_learning_rate, config.head_epochs)
+            model = build_training_model(parts, config)
+            if config.mode == "scratch":
+                fit(model, "train", config.head_learning_rate, config.head_epochs, **images)
             else:
-                backbone.trainable = False
-                epochs = fit(model, "head", config.head_learning_rate, config.head_epochs)
+                parts.backbone.trainable = False
+                epochs = fit(model, "head", config.head_learning_rate, config.head_epochs,
+                             **images)  # fmt: skip
                 if config.finetune_epochs:
-                    unfreeze_top(backbone, config.finetune_layers)
-                    fit(
-                        model,
-                        "finetune",
-                        config.finetune_learning_rate,
-                        config.finetune_epochs,
-                        first_step=epochs,
-                    )
+                    unfreeze_top(parts.backbone, config.finetune_layers)
+                    fit(model, "finetune", config.finetune_learning_rate,
+                        config.finetune_epochs, first_step=epochs, **images)  # fmt: skip
+            embeddings = _embed(parts, config, pixels, ("train", "validation"), timings, progress)
         mlflow.log_metrics(timings)
+
+        # 2. Calibrate: one temperature for the logits, fitted on the validation split.
+        validation_logits = parts.head.predict(embeddings["validation"], verbose=0)
+        temperature = fit_temperature(validation_logits, labels["validation"])
+        model = build_inference_model(parts, config.image_size, temperature)
+        validation = ModelOutput(calibrated(validation_logits, temperature),
+                                 embeddings["validation"])  # fmt: skip
+        with progress.phase(f"Evaluate on the {len(labels['test'])} test photos"):
+            # Through the same compiled path and outputs that serving uses.
+            test = _classifier(model, dataset, config).predict_pixels(pixels["test"])
+        uncalibrated = calibrated(validation_logits, 1.0)
+        calibration = {"temperature": temperature}
+        # log(p) x T are the test logits up to a constant per row: softmax gives them back
+        # uncalibrated.
+        test_uncalibrated = calibrated(
+            np.log(np.clip(test.probabilities, 1e-12, 1)), 1 / temperature
+        )
+        for split, before, after in (
+            ("validation", uncalibrated, validation.probabilities),
+            ("test", test_uncalibrated, test.probabilities),
+        ):
+            calibration[f"{split}_ece_before"] = expected_calibration_error(before, labels[split])
+            calibration[f"{split}_ece"] = expected_calibration_error(after, labels[split])
+            calibration[f"{split}_log_loss_before"] = log_loss(labels[split], before)
+            calibration[f"{split}_log_loss"] = log_loss(labels[split], after)
+        mlflow.log_metrics({f"calibration_{name}": value for name, value in calibration.items()})
+
+        # 3. Open-world answers: a novelty detector and a review threshold, calibrated on cat
+        # and dog photos only (training photos as the reference, validation for thresholds).
+        open_world, novelty_metrics = _fit_open_world(
+            config, embeddings["train"], labels["train"], validation, labels["validation"], test
+        )
+        mlflow.log_metrics(novelty_metrics)
+        answers = open_world.answer(test.probabilities, test.embeddings, dataset.class_names)
+        test_metrics = evaluate.compute_metrics(labels["test"], test.probabilities)
+        test_metrics |= evaluate.open_world_metrics(answers)
+        test_metrics["ece"] = calibration["test_ece"]
+        mlflow.log_metrics({f"test_{name}": value for name, value in test_metrics.items()})
+        _log_plots(dataset, pixels["test"], labels["test"], test, test_names)
+
+        with progress.phase("Export to ONNX and check it against Keras on the test photos"):
+            # Serving runs the ONNX export: it must give the test split the same outputs.
+            onnx_path = export_onnx(model, Path(scratch) / ONNX_FILE_NAME, config.image_size)
+            onnx_difference = check_onnx_parity(test, onnx_path, pixels["test"])
+            mlflow.log_metric("onnx_max_abs_diff", onnx_difference)
+        progress.done(f"largest probability difference {onnx_difference:.1e}")
 
         metadata = {
             "class_names": list(dataset.class_names),
             "image_size": config.image_size,
             "mode": config.mode,
             "dataset_fingerprint": dataset.fingerprint,
+            "onnx_max_abs_diff": onnx_difference,
+            "calibration": calibration,
+            "open_world": {"fp32": open_world.describe()},
         }
-        with progress.phase(f"Evaluate on the {len(y_test)} test photos"):
-            # Through the same compiled path that serving uses.
-            classifier = Classifier(
-                keras_infer(model, config.image_size),
-                dataset.class_names,
-                config.image_size,
-                "training",
-                runtime="keras",
-            )
-            probabilities = classifier.predict_pixels(x_test)
-            test_metrics = evaluate.compute_metrics(y_test, probabilities)
-            mlflow.log_metrics({f"test_{name}": value for name, value in test_metrics.items()})
-            _log_plots(dataset, x_test, y_test, probabilities, [s.path for s in test_samples])
-
-        with progress.phase("Export to ONNX and check it against Keras on the test photos"):
-            # Serving runs the ONNX export: it must give the test split the same probabilities.
-            onnx_path = export_onnx(model, Path(scratch) / "model.onnx", config.image_size)
-            onnx_difference = check_onnx_parity(probabilities, onnx_path, x_test)
-            mlflow.log_metric("onnx_max_abs_diff", onnx_difference)
-            metadata["onnx_max_abs_diff"] = onnx_difference
-        progress.done(f"largest probability difference {onnx_difference:.1e}")
-
+        saved = open_world.save(Path(scratch) / "open_world", "fp32")
+        files = {
+            ONNX_FILE_NAME: (onnx_path, "onnx"),
+            saved.name: (saved, OPEN_WORLD_ARTIFACTS),
+            saved.with_suffix(".json").name: (saved.with_suffix(".json"), OPEN_WORLD_ARTIFACTS),
+        }
         with progress.phase("Log the model to MLflow and save it to the BentoML store"):
             registered = register_model(
                 model,
-                onnx_path=onnx_path,
+                files=files,
                 registered_name=config.registered_model,
-                example=x_test[:1],
-                example_output=probabilities[:1],
+                example=pixels["test"][:1],
+                example_output={
+                    "probabilities": test.probabilities[:1],
+                    "embedding": test.embeddings[:1],
+                },
                 metadata=metadata,
                 test_metrics=test_metrics,
                 force_champion=config.force_champion,
             )
-    return TrainResult(run.info.run_id, test_metrics, registered, timings)
+    return TrainResult(run.info.run_id, test_metrics, registered, timings, open_world)
+
+
+def _embed(
+    parts: ModelParts,
+    config: TrainConfig,
+    pixels: dict[str, np.ndarray],
+    splits: tuple[str, ...],
+    timings: dict[str, float],
+    progress: Progress,
+) -> dict[str, np.ndarray]:
+    """The backbone's embedding of every image of the given splits."""
+    started = time.perf_counter()
+    extractor = build_feature_extractor(parts, config.image_size)
+    count = sum(len(pixels[split]) for split in splits)
+    with (
+        progress.phase(f"Compute backbone features of {count} photos"),
+        progress.bar("features", count) as advance,
+    ):
+        embeddings = {
+            split: extractor.predict(
+                pixels[split], batch_size=64, verbose=0, callbacks=[KerasProgress(advance)]
+            )
+            for split in splits
+        }
+    _record(timings, "features", time.perf_counter() - started, count)
+    return embeddings
+
+
+def _classifier(model: keras.Model, dataset: Dataset, config: TrainConfig) -> Classifier:
+    return Classifier(keras_infer(model, config.image_size), dataset.class_names,
+                      config.image_size, "training", runtime="keras")  # fmt: skip
+
+
+def _fit_open_world(
+    config: TrainConfig,
+    train_embeddings: np.ndarray,
+    train_labels: np.ndarray,
+    validation: ModelOutput,
+    validation_labels: np.ndarray,
+    test: ModelOutput,
+) -> tuple[OpenWorld, dict[str, float]]:
+    """The kNN detector the service runs, thresholded on validation scores; the review
+    threshold from validation answers; and, for comparison, a Mahalanobis detector."""
+    knn = KnnNovelty.fit(train_embeddings, config.novelty_k)
+    knn = knn.with_threshold(threshold_for(knn.scores(validation.embeddings),
+                                           config.novelty_quantile))  # fmt: skip
+    mahalanobis = MahalanobisNovelty.fit(train_embeddings, train_labels)
+    mahalanobis = mahalanobis.with_threshold(
+        threshold_for(mahalanobis.scores(validation.embeddings), config.novelty_quantile)
+    )
+    kept = knn.scores(validation.embeddings) <= knn.threshold
+    review = review_threshold_for(validation.probabilities, validation_labels, kept,
+                                  config.review_target)  # fmt: skip
+    metrics = {
+        "novelty_threshold": knn.threshold,
+        "review_threshold": review,
+        "novelty_test_other_rate_knn": float(np.mean(knn.scores(test.embeddings) > knn.threshold)),
+        "novelty_test_other_rate_mahalanobis": float(
+            np.mean(mahalanobis.scores(test.embeddings) > mahalanobis.threshold)
+        ),
+    }
+    return OpenWorld(knn, review, Projection.fit(train_embeddings)), metrics
 
 
 def _fit(
@@ -189,14 +281,15 @@ def _fit(
     progress: Progress,
     first_step: int = 0,
 ) -> int:
-    """Train until early stopping on validation loss; returns the number of epochs run."""
+    """Train until early stopping on validation loss; returns the number of epochs run.
+    The model's outputs are logits (the softmax is part of the inference model only)."""
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
-        loss="sparse_categorical_crossentropy",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
     started = time.perf_counter()
-    title = f"Train {PHASE_NAMES[phase]} (up to {epochs} epochs, early stopping on validation loss)"
+    title = f"Train {PHASE_NAMES[phase]} (at most {epochs} epochs)"
     with progress.phase(title), progress.bar(f"{phase} epochs", epochs) as advance:
         history = model.fit(
             _batches(*train, config.batch_size, shuffle_seed=config.seed),
@@ -238,13 +331,9 @@ def _record(timings: dict[str, float], phase: str, seconds: float, images: int) 
 
 
 def _log_plots(
-    dataset: Dataset,
-    pixels: np.ndarray,
-    labels: np.ndarray,
-    probabilities: np.ndarray,
-    names: list[str],
+    dataset: Dataset, pixels: np.ndarray, labels: np.ndarray, test: ModelOutput, names: list[str]
 ) -> None:
-    class_names = dataset.class_names
+    class_names, probabilities = dataset.class_names, test.probabilities
     figures = {
         "plots/confusion_matrix.png": evaluate.plot_confusion_matrix(
             labels, probabilities, class_names
@@ -252,6 +341,7 @@ def _log_plots(
         "plots/misclassified.png": evaluate.plot_misclassified(
             pixels, labels, probabilities, class_names, names
         ),
+        "plots/reliability.png": evaluate.plot_reliability(labels, probabilities),
     }
     if len(np.unique(labels)) == 2:
         figures["plots/roc_curve.png"] = evaluate.plot_roc_curve(
@@ -260,6 +350,7 @@ def _log_plots(
     for artifact, figure in figures.items():
         if figure is not None:
             mlflow.log_figure(figure, artifact)
+            plt.close(figure)
 
 
 def _describe(dataset: Dataset) -> str:

@@ -18,7 +18,12 @@ from training.cli import app
 from training.config import TrainConfig
 from training.data import load_dataset
 from training.evaluate import METRIC_NAMES
-from training.export import ExportMismatchError, check_onnx_parity, export_onnx
+from training.export import (
+    EMBEDDING_TOLERANCE,
+    ExportMismatchError,
+    check_onnx_parity,
+    export_onnx,
+)
 from training.keras_classifier import load_classifier
 from training.tracking import CHAMPION_ALIAS, decide_promotion
 from training.train import train
@@ -74,9 +79,12 @@ def test_registry_and_bento_store_hold_the_same_model(trained_model):
     from_mlflow = load_classifier(registered.mlflow_uri)
     from_bento = load_classifier(registered.bento_tag, runtime="keras")
     images = [path.read_bytes() for path in sample_images[::10]]
-    probabilities_mlflow = [p.probabilities["dog"] for p in from_mlflow.predict_images(images)]
-    probabilities_bento = [p.probabilities["dog"] for p in from_bento.predict_images(images)]
-    np.testing.assert_allclose(probabilities_mlflow, probabilities_bento, atol=1e-6)
+    answers_mlflow = from_mlflow.answer_images(images)
+    answers_bento = from_bento.answer_images(images)
+    dog_mlflow = [answer.probabilities["dog"] for answer in answers_mlflow]
+    dog_bento = [answer.probabilities["dog"] for answer in answers_bento]
+    np.testing.assert_allclose(dog_mlflow, dog_bento, atol=1e-6)
+    assert [a.label for a in answers_mlflow] == [a.label for a in answers_bento]
     assert from_bento.class_names == from_mlflow.class_names == CLASS_NAMES
     assert from_bento.image_size == from_mlflow.image_size == 224
     assert (from_mlflow.runtime, from_bento.runtime) == ("keras", "keras")
@@ -117,6 +125,7 @@ def test_predict_command_labels_photos_and_reports_bad_files(trained_model, tmp_
     )
     assert result.exit_code == 0, result.output
     assert f"{cat}\tcat\t" in result.stdout and f"{dog}\tdog\t" in result.stdout
+    assert "\tnovelty " in result.stdout
     assert "not an image" in result.output and "Traceback" not in result.output
 
 
@@ -198,8 +207,11 @@ def test_served_onnx_export_matches_the_keras_model(trained_model):
     assert onnx_model.runtime == "onnx"
     pixels = np.stack([read_image(path, 224).pixels for path in sample_images])
     expected, actual = keras_model.predict_pixels(pixels), onnx_model.predict_pixels(pixels)
-    assert np.max(np.abs(expected - actual)) <= ONNX_TOLERANCE
-    assert (expected.argmax(axis=1) == actual.argmax(axis=1)).all()
+    assert np.max(np.abs(expected.probabilities - actual.probabilities)) <= ONNX_TOLERANCE
+    assert (expected.probabilities.argmax(axis=1) == actual.probabilities.argmax(axis=1)).all()
+    assert np.max(np.abs(expected.embeddings - actual.embeddings)) <= EMBEDDING_TOLERANCE
+    answers = [keras_model.answer_pixels(pixels), onnx_model.answer_pixels(pixels)]
+    assert [a.label for a in answers[0]] == [a.label for a in answers[1]]
 
     run = mlflow.MlflowClient().get_run(trained_model.run_id)
     assert run.data.metrics["onnx_max_abs_diff"] <= ONNX_TOLERANCE
@@ -216,10 +228,11 @@ def test_export_refuses_an_onnx_file_that_computes_something_else(trained_model,
     expected = keras_model.predict_pixels(pixels)
     served = Path(bento_model.path_of("model.onnx"))
     assert check_onnx_parity(expected, served, pixels) <= ONNX_TOLERANCE
-    other = keras.Sequential([keras.Input((224, 224, 3), dtype="uint8"),
-                              keras.layers.Rescaling(1 / 255.0),
-                              keras.layers.GlobalAveragePooling2D(),
-                              keras.layers.Dense(2, activation="softmax")])  # fmt: skip
+    inputs = keras.Input((224, 224, 3), dtype="uint8")
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255.0)(inputs))
+    pooled = keras.layers.Concatenate()([pooled] * 427)[:, :1280]  # an embedding's shape
+    other = keras.Model(inputs, {"probabilities": keras.layers.Dense(2, activation="softmax")(
+        pooled), "embedding": pooled})  # fmt: skip
     other_path = export_onnx(other, tmp_path / "other.onnx", 224)
-    with pytest.raises(ExportMismatchError, match="differs from the Keras model"):
+    with pytest.raises(ExportMismatchError, match="differ from the Keras model"):
         check_onnx_parity(expected, other_path, pixels)

@@ -261,7 +261,10 @@ def test_prediction_logs(server):
             record
         ), record
         assert record["model"] == server.model_tag
-        assert record["label"] in ("cat", "dog")
+        assert record["label"] in ("cat", "dog", "other")
+        assert 0.0 <= record["saturation"] <= 1.0 and record["novelty_score"] >= 0
+        assert isinstance(record["needs_review"], bool)
+        assert len([name for name in record if name.startswith("embedding_")]) == 16
         assert 0.5 <= record["confidence"] <= 1.0
         assert record["width"] >= 32 and record["height"] >= 32
         assert 0.0 <= record["brightness"] <= 1.0

@@ -24,7 +24,7 @@ def test_predictions_over_http_match_offline_evaluation(server):
 
     with ThreadPoolExecutor(8) as pool:
         served = list(pool.map(post, [path for path, _ in photos]))
-    offline = load_bento_classifier(server.model_tag).predict_images(
+    offline = load_bento_classifier(server.model_tag).answer_images(
         [p.read_bytes() for p, _ in photos]
     )
 
@@ -40,7 +40,11 @@ def test_predictions_over_http_match_offline_evaluation(server):
         atol=1e-5,  # batches of different sizes may round differently in the last digits
     )
     first = served[0]
-    assert set(first) == {"label", "confidence", "probabilities", "model"}
+    assert set(first) == {"label", "confidence", "probabilities", "needs_review",
+                          "novelty_score", "novelty_threshold", "model"}  # fmt: skip
+    assert [s["needs_review"] for s in served] == [o.needs_review for o in offline]
+    np.testing.assert_allclose([s["novelty_score"] for s in served],
+                               [o.novelty_score for o in offline], atol=1e-4)  # fmt: skip
     assert first["model"] == server.model_tag
     assert first["confidence"] == max(first["probabilities"].values())
 
