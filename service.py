@@ -34,7 +34,7 @@ logger = logging.getLogger("catsdogs.service")
 
 
 async def health(_: Request) -> JSONResponse:
-    return JSONResponse({"status": "ok", "model": str(MODEL.tag)})
+    return JSONResponse({"status": "ok", "model": str(MODEL.tag), "precision": SETTINGS.precision})
 
 
 @bentoml.service(
@@ -62,7 +62,9 @@ class CatsDogs:
 
     def _load_model(self) -> None:
         try:
-            classifier = classifier_from_bento_model(self.model, SETTINGS.threads_per_worker)
+            classifier = classifier_from_bento_model(
+                self.model, SETTINGS.threads_per_worker, SETTINGS.precision
+            )
             classifier.warm_up()  # no request pays for the first calls
             self.predictor = Predictor(classifier, SETTINGS, service_metrics())
         except BaseException as error:

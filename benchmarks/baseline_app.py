@@ -4,8 +4,10 @@ The same trained model behind a plain FastAPI endpoint that calls it once per re
 no batching: FastAPI runs the sync endpoint in its thread pool, so concurrent requests call
 the model concurrently, one image each. Run by the benchmark as
 
-    CATSDOGS_MODEL_TAG=catsdogs:<version> BASELINE_RUNTIME=keras \
+    CATSDOGS_MODEL_TAG=catsdogs:<version> BASELINE_RUNTIME=onnx BASELINE_PRECISION=int8 \
         uvicorn --app-dir benchmarks baseline_app:app --port 3100
+
+Each request does what the service does for one photo: decode, model call, novelty score.
 """
 
 import os
@@ -18,6 +20,7 @@ from training.keras_classifier import load_classifier
 CLASSIFIER = load_classifier(
     os.environ.get("CATSDOGS_MODEL_TAG", "catsdogs:latest"),
     runtime=os.environ.get("BASELINE_RUNTIME", "keras"),
+    precision=os.environ.get("BASELINE_PRECISION", "fp32"),
 )
 CLASSIFIER.warm_up((1,))
 app = FastAPI(title="catsdogs naive baseline")

@@ -63,6 +63,7 @@ class Classifier:
         self.runtime = runtime
         self.metadata = dict(metadata or {})
         self.open_world = open_world
+        self.precision = "fp32"  # "int8" for the quantized ONNX copy
 
     def warm_up(self, batch_sizes: Sequence[int] = (1, 8, 32)) -> None:
         """Let the runtime build its kernels before real traffic arrives."""

@@ -19,6 +19,12 @@ KERAS_FILE_NAME = "model.keras"
 ONNX_FILE_NAME = "model.onnx"
 """File name of the same model exported to ONNX, which serving runs with ONNX Runtime."""
 
+INT8_ONNX_FILE_NAME = "model.int8.onnx"
+"""File name of the int8 (statically quantized) copy of the ONNX export."""
+
+ONNX_FILES = {"fp32": ONNX_FILE_NAME, "int8": INT8_ONNX_FILE_NAME}
+"""The ONNX file of each precision a model is served at."""
+
 ONNX_TOLERANCE = 1e-4
 """Largest allowed difference between the Keras and ONNX probabilities of one image: checked
 on the test split when a model is exported, and in tests."""

@@ -65,13 +65,16 @@ class ServiceMetrics:
         self.model_info = prom.Gauge(
             "catsdogs_model_info",
             "The model being served (value 1).",
-            ["tag", "mlflow_model_version", "mlflow_run_id"],
+            ["tag", "precision", "mlflow_model_version", "mlflow_run_id"],
             multiprocess_mode="max",
         )
 
-    def set_model(self, class_names: Sequence[str], tag: str, metadata: dict[str, Any]) -> None:
+    def set_model(
+        self, class_names: Sequence[str], tag: str, precision: str, metadata: dict[str, Any]
+    ) -> None:
         self.model_info.labels(
             tag=tag,
+            precision=precision,
             mlflow_model_version=str(metadata.get("mlflow_model_version", "")),
             mlflow_run_id=str(metadata.get("mlflow_run_id", "")),
         ).set(1)

@@ -10,30 +10,40 @@ from typing import Any
 
 from catsdogs.answers import OpenWorld
 from catsdogs.classifier import Classifier, onnx_infer
-from catsdogs.config import MODEL_NAME, ONNX_FILE_NAME
+from catsdogs.config import MODEL_NAME, ONNX_FILES
+
+DEFAULT_PRECISION = "int8"
 
 
-def load_bento_classifier(tag: str = f"{MODEL_NAME}:latest", threads: int | None = None):
-    """The ONNX export of a model in the BentoML store (`catsdogs:latest`, `catsdogs:abc123`)."""
+def load_bento_classifier(
+    tag: str = f"{MODEL_NAME}:latest", threads: int | None = None, precision: str = "fp32"
+) -> Classifier:
+    """The ONNX export of a model in the BentoML store (`catsdogs:latest`, `catsdogs:abc123`)
+    at a precision (fp32, or its int8 copy)."""
     import bentoml
 
-    return classifier_from_bento_model(bentoml.models.get(tag), threads)
+    return classifier_from_bento_model(bentoml.models.get(tag), threads, precision)
 
 
 def classifier_from_bento_model(
     bento_model: Any, threads: int | None = None, precision: str = "fp32"
 ) -> Classifier:
     """Classifier for a bentoml Model (from the store or a BentoModel reference in a service)."""
+    if precision not in ONNX_FILES:
+        raise ValueError(f"precision must be one of {sorted(ONNX_FILES)}, not {precision!r}")
     metadata = checked_metadata(dict(bento_model.info.metadata), str(bento_model.tag))
-    path = Path(bento_model.path_of(ONNX_FILE_NAME))
+    path = Path(bento_model.path_of(ONNX_FILES[precision]))
     if not path.is_file():
         raise FileNotFoundError(
-            f"model {bento_model.tag} has no {ONNX_FILE_NAME} (trained before ONNX export "
-            f"was added): retrain it, or run it with the keras runtime"
+            f"model {bento_model.tag} has no {ONNX_FILES[precision]} ({precision}): it was "
+            f"trained before that export existed; retrain it, or choose another precision "
+            f"(CATSDOGS_PRECISION, --precision)"
         )
     infer = onnx_infer(path, threads)
     open_world = load_open_world(Path(bento_model.path_of("")), precision)
-    return classifier_from_metadata(infer, metadata, str(bento_model.tag), "onnx", open_world)
+    classifier = classifier_from_metadata(infer, metadata, str(bento_model.tag), "onnx", open_world)
+    classifier.precision = precision
+    return classifier
 
 
 def load_open_world(folder: Path, precision: str = "fp32") -> OpenWorld | None:

@@ -48,7 +48,9 @@ class Predictor:
         # model runs the previous batch.
         self.decoder = ThreadPoolExecutor(settings.threads_per_worker, "decode")
         self.heavy_decoder = ThreadPoolExecutor(1, "decode-heavy")
-        metrics.set_model(classifier.class_names, self.model_tag, classifier.metadata)
+        metrics.set_model(
+            classifier.class_names, self.model_tag, classifier.precision, classifier.metadata
+        )
 
     async def predict(
         self, files: Sequence[UploadedFile], request_id: str = ""

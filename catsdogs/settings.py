@@ -7,7 +7,7 @@ the value and what is allowed (load_settings), instead of a traceback.
 import functools
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from limits import parse_many
 from pydantic import Field, ValidationError, field_validator
@@ -31,6 +31,9 @@ class ServiceSettings(ImageLimits, BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
 
     model_tag: str = Field(f"{MODEL_NAME}:latest", description="BentoML tag of the model to serve.")
+    precision: Literal["int8", "fp32"] = Field(
+        "int8", description="Which ONNX copy of the model serves: int8 (faster) or fp32."
+    )
     workers: int = Field(
         1, ge=0, description="Serving processes, each with its own model (0: one per core)."
     )

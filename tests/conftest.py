@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import SAMPLE_DIR, run_bentoml_serve
+from helpers import FULL_DATA_DIR, SAMPLE_DIR, run_bentoml_serve
 
 _STATE = Path(tempfile.mkdtemp(prefix="catsdogs-tests-"))
 os.environ["BENTOML_HOME"] = str(_STATE / "bentoml")
@@ -36,6 +36,20 @@ def trained_model():
     from training.train import train
 
     return train(TrainConfig(data_dir=SAMPLE_DIR, mode="fast", experiment="tests"))
+
+
+@pytest.fixture(scope="session")
+def full_model():
+    """The default model on the full set of real photos: what `catsdogs train
+    ../shared/datasets/catsdogs` makes (minutes). Skips where that folder does not exist."""
+    if not FULL_DATA_DIR.is_dir():
+        pytest.skip(f"full data set not found at {FULL_DATA_DIR}")
+    from training.config import TrainConfig
+    from training.train import train
+
+    config = TrainConfig(data_dir=FULL_DATA_DIR, experiment="tests-full",
+                         registered_model="catsdogs-full")  # fmt: skip
+    return train(config)
 
 
 @pytest.fixture(scope="session")

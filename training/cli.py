@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from catsdogs.config import DEFAULT_IMAGE_SIZE, MODEL_NAME
-from training.config import DEFAULT_DATA_DIR, Mode, Runtime, Split, TrainConfig
+from training.config import DEFAULT_DATA_DIR, Mode, Precision, Runtime, Split, TrainConfig
 
 app = typer.Typer(
     help="Cats vs dogs: prepare data, train, evaluate and predict.", no_args_is_help=True
@@ -25,6 +25,10 @@ ModelRef = Annotated[
         "-m",
         help="BentoML tag (catsdogs:latest) or MLflow URI (models:/catsdogs@champion).",
     ),
+]
+PrecisionOption = Annotated[
+    Precision,
+    typer.Option(help="The ONNX copy to run (onnx runtime): int8, as the service, or fp32."),
 ]
 RuntimeOption = Annotated[
     Runtime | None,
@@ -239,6 +243,7 @@ def evaluate(
     data_dir: DataDir,
     model: ModelRef = f"{MODEL_NAME}:latest",
     runtime: RuntimeOption = None,
+    precision: PrecisionOption = "int8",
     split: Annotated[
         Split, typer.Option(help="all, or one part of the content-hash split.")
     ] = "all",
@@ -252,7 +257,7 @@ def evaluate(
     from training.evaluate import compute_metrics, format_metrics_table, open_world_metrics
     from training.keras_classifier import load_classifier
 
-    classifier = _or_exit(lambda: load_classifier(model, runtime))
+    classifier = _or_exit(lambda: load_classifier(model, runtime, precision))
     dataset = _or_exit(lambda: load_dataset(data_dir, classifier.image_size))
     if split == "all":
         pixels, labels = dataset.pixels, dataset.labels()
@@ -269,7 +274,8 @@ def evaluate(
         )
         metrics |= open_world_metrics(answers)
     if as_json:
-        report = {"model": classifier.source, "runtime": classifier.runtime, "split": split}
+        report = {"model": classifier.source, "runtime": classifier.runtime,
+                  "precision": classifier.precision, "split": split}  # fmt: skip
         typer.echo(json.dumps({**report, **metrics}, indent=2))
     else:
         typer.echo(f"model {classifier.source} ({classifier.runtime}) on {data_dir} ({split})")
@@ -281,6 +287,7 @@ def predict(
     images: Annotated[list[Path], typer.Argument(help="Image files to classify.")],
     model: ModelRef = f"{MODEL_NAME}:latest",
     runtime: RuntimeOption = None,
+    precision: PrecisionOption = "int8",
     verbose: Verbose = False,
 ) -> None:
     """Classify image files: one line each: file, label (cat, dog or other), calibrated
@@ -289,7 +296,7 @@ def predict(
     from catsdogs.errors import RefusedInput
     from training.keras_classifier import load_classifier
 
-    classifier = _or_exit(lambda: load_classifier(model, runtime))
+    classifier = _or_exit(lambda: load_classifier(model, runtime, precision))
     if classifier.open_world is None:
         _exit(f"model {classifier.source} has no novelty detector (trained before it): retrain")
     for path in images:

@@ -222,6 +222,25 @@ class Window:
 # --- references --------------------------------------------------------------------------
 
 
+def drift_reference(dataset, split: str, pixels: np.ndarray, answers) -> pd.DataFrame:
+    """The record FIELDS of one split's photos, as the service would log them: a model's
+    reference (saved with it at training time)."""
+    from catsdogs.preprocessing import image_statistics
+
+    samples = dataset.select(split)[2]
+    rows = []
+    for sample, image, answer in zip(samples, pixels, answers, strict=True):
+        brightness, saturation = image_statistics(image)
+        rows.append({
+            "width": sample.width, "height": sample.height, "brightness": brightness,
+            "saturation": saturation, "bytes": (dataset.root / sample.path).stat().st_size,
+            "label": answer.label, "confidence": answer.confidence,
+            "needs_review": answer.needs_review, "novelty_score": answer.novelty_score,
+            **{f"embedding_{i:02d}": value for i, value in enumerate(answer.embedding)},
+        })  # fmt: skip
+    return pd.DataFrame(rows, columns=list(FIELDS))
+
+
 def reference_path(model_tag: str) -> Path:
     """The reference saved with a model in the BentoML store ($BENTOML_HOME)."""
     import bentoml

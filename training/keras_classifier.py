@@ -11,12 +11,13 @@ from typing import Any
 from catsdogs.classifier import EMBEDDING, PROBABILITIES, Classifier, InferFn, ModelOutput
 from catsdogs.config import KERAS_FILE_NAME, MODEL_NAME
 from catsdogs.model_loader import (
+    DEFAULT_PRECISION,
     checked_metadata,
     classifier_from_metadata,
     load_bento_classifier,
     load_open_world,
 )
-from training.config import Runtime
+from training.config import Precision, Runtime
 
 # Where a training run logs the model's OpenWorld files (catsdogs/answers.py) in MLflow.
 OPEN_WORLD_ARTIFACTS = "open_world"
@@ -25,17 +26,20 @@ MLFLOW_URI_SCHEMES = ("models:/", "runs:/", "file:", "mlflow-artifacts:", "s3:",
 
 
 def load_classifier(
-    reference: str = f"{MODEL_NAME}:latest", runtime: Runtime | None = None
+    reference: str = f"{MODEL_NAME}:latest",
+    runtime: Runtime | None = None,
+    precision: Precision = DEFAULT_PRECISION,
 ) -> Classifier:
-    """A BentoML tag (`catsdogs:latest`; ONNX Runtime unless runtime is "keras") or an MLflow
-    URI (`models:/catsdogs@champion`; Keras only: MLflow holds the Keras model)."""
+    """A BentoML tag (`catsdogs:latest`; ONNX Runtime at `precision`, as the service runs it,
+    unless runtime is "keras") or an MLflow URI (`models:/catsdogs@champion`; Keras only:
+    MLflow holds the Keras model)."""
     if reference.startswith(MLFLOW_URI_SCHEMES):
         if runtime not in (None, "keras"):
             raise ValueError(f"MLflow models run with Keras only, not {runtime}")
         return load_mlflow_classifier(reference)
     if runtime == "keras":
         return load_bento_keras_classifier(reference)
-    return load_bento_classifier(reference)
+    return load_bento_classifier(reference, precision=precision)
 
 
 def load_bento_keras_classifier(tag: str) -> Classifier:

@@ -25,8 +25,8 @@ import numpy as np
 import tensorflow as tf
 
 from catsdogs.answers import OpenWorld, Projection, review_threshold_for
-from catsdogs.classifier import Classifier, ModelOutput
-from catsdogs.config import ONNX_FILE_NAME
+from catsdogs.classifier import Classifier, ModelOutput, onnx_infer
+from catsdogs.config import INT8_ONNX_FILE_NAME, ONNX_FILE_NAME
 from catsdogs.novelty import KnnNovelty, MahalanobisNovelty, threshold_for
 from training import evaluate
 from training.architectures import (
@@ -45,9 +45,11 @@ from training.calibration import (
 )
 from training.config import TrainConfig
 from training.data import Dataset, load_dataset
+from training.drift import REFERENCE_FILE, drift_reference
 from training.export import check_onnx_parity, export_onnx
 from training.keras_classifier import OPEN_WORLD_ARTIFACTS, keras_infer
 from training.progress import SILENT, Progress
+from training.quantize import check_gate, quantize_int8
 from training.tracking import (
     EpochMetricsLogger,
     KerasProgress,
@@ -174,6 +176,38 @@ def train(config: TrainConfig, progress: Progress = SILENT) -> TrainResult:
             mlflow.log_metric("onnx_max_abs_diff", onnx_difference)
         progress.done(f"largest probability difference {onnx_difference:.1e}")
 
+        # 4. The int8 copy that serving runs by default: gated against fp32 on the test split,
+        # with its own novelty threshold and review threshold (from its own outputs).
+        with progress.phase("Quantize to int8 and gate it against fp32 on the test photos"):
+            int8_path = quantize_int8(
+                onnx_path, Path(scratch) / INT8_ONNX_FILE_NAME,
+                _calibration_photos(pixels["train"], config.quantization_photos),
+            )  # fmt: skip
+            int8 = Classifier(onnx_infer(int8_path), dataset.class_names, config.image_size,
+                              "int8", runtime="onnx")  # fmt: skip
+            int8_outputs = {split: int8.predict_pixels(pixels[split]) for split in SPLITS}
+            gate = check_gate(test, int8_outputs["test"], labels["test"])
+            open_world_int8, int8_novelty = _fit_open_world(
+                config, int8_outputs["train"].embeddings, labels["train"],
+                int8_outputs["validation"], labels["validation"], int8_outputs["test"],
+            )  # fmt: skip
+            int8_answers = open_world_int8.answer(int8_outputs["test"].probabilities,
+                                                  int8_outputs["test"].embeddings,
+                                                  dataset.class_names)  # fmt: skip
+            int8_metrics = {
+                **gate.metrics(),
+                **evaluate.open_world_metrics(int8_answers),
+                "ece": expected_calibration_error(
+                    int8_outputs["test"].probabilities, labels["test"]
+                ),
+                **int8_novelty,
+            }
+            mlflow.log_metrics({f"int8_{name}": value for name, value in int8_metrics.items()})
+        progress.done(
+            f"same label as fp32 on {gate.same_label:.1%} of the test photos; accuracy "
+            f"{gate.accuracy_int8:.4f} (fp32 {gate.accuracy_fp32:.4f})"
+        )
+
         metadata = {
             "class_names": list(dataset.class_names),
             "image_size": config.image_size,
@@ -181,14 +215,32 @@ def train(config: TrainConfig, progress: Progress = SILENT) -> TrainResult:
             "dataset_fingerprint": dataset.fingerprint,
             "onnx_max_abs_diff": onnx_difference,
             "calibration": calibration,
-            "open_world": {"fp32": open_world.describe()},
+            "open_world": {"fp32": open_world.describe(), "int8": open_world_int8.describe()},
+            "int8_gate": int8_metrics,
         }
         saved = open_world.save(Path(scratch) / "open_world", "fp32")
+        saved_int8 = open_world_int8.save(Path(scratch) / "open_world", "int8")
+        # What `catsdogs drift` compares prediction records with: the same fields, computed
+        # the same way, for the validation photos.
+        reference = Path(scratch) / REFERENCE_FILE
+        validation_answers = open_world.answer(
+            validation.probabilities, validation.embeddings, dataset.class_names
+        )
+        drift_reference(dataset, "validation", pixels["validation"], validation_answers).to_parquet(
+            reference
+        )
         files = {
             ONNX_FILE_NAME: (onnx_path, "onnx"),
-            saved.name: (saved, OPEN_WORLD_ARTIFACTS),
-            saved.with_suffix(".json").name: (saved.with_suffix(".json"), OPEN_WORLD_ARTIFACTS),
+            INT8_ONNX_FILE_NAME: (int8_path, "onnx"),
+            REFERENCE_FILE: (reference, "drift"),
         }
+        for path in (
+            saved,
+            saved.with_suffix(".json"),
+            saved_int8,
+            saved_int8.with_suffix(".json"),
+        ):
+            files[path.name] = (path, OPEN_WORLD_ARTIFACTS)
         with progress.phase("Log the model to MLflow and save it to the BentoML store"):
             registered = register_model(
                 model,
@@ -232,6 +284,12 @@ def _embed(
     return embeddings
 
 
+def _calibration_photos(train_pixels: np.ndarray, count: int) -> np.ndarray:
+    """count training photos spread evenly over the split (deterministic)."""
+    step = max(1, len(train_pixels) // count)
+    return train_pixels[::step][:count]
+
+
 def _classifier(model: keras.Model, dataset: Dataset, config: TrainConfig) -> Classifier:
     return Classifier(keras_infer(model, config.image_size), dataset.class_names,
                       config.image_size, "training", runtime="keras")  # fmt: skip
@@ -245,11 +303,18 @@ def _fit_open_world(
     validation_labels: np.ndarray,
     test: ModelOutput,
 ) -> tuple[OpenWorld, dict[str, float]]:
-    """The kNN detector the service runs, thresholded on validation scores; the review
-    threshold from validation answers; and, for comparison, a Mahalanobis detector."""
+    """The kNN detector the service runs, thresholded on held-out cat and dog photos; the
+    review threshold from validation answers; and, for comparison, a Mahalanobis detector.
+
+    Held-out scores: the validation photos', and, where the backbone stayed frozen (fast
+    mode: the training photos' embeddings are then as unseen as any), every training photo
+    scored against the others. A few hundred validation photos alone put the tail quantile
+    a photo or two either way; thousands pin it down."""
     knn = KnnNovelty.fit(train_embeddings, config.novelty_k)
-    knn = knn.with_threshold(threshold_for(knn.scores(validation.embeddings),
-                                           config.novelty_quantile))  # fmt: skip
+    held_out = knn.scores(validation.embeddings)
+    if config.mode == "fast":
+        held_out = np.concatenate([held_out, knn.leave_one_out_scores()])
+    knn = knn.with_threshold(threshold_for(held_out, config.novelty_quantile))
     mahalanobis = MahalanobisNovelty.fit(train_embeddings, train_labels)
     mahalanobis = mahalanobis.with_threshold(
         threshold_for(mahalanobis.scores(validation.embeddings), config.novelty_quantile)

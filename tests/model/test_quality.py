@@ -1,26 +1,64 @@
-"""Quality bar: fast mode on the full set of real photos must reach 0.97 test accuracy."""
+"""The default model on the full set of real photos: accuracy, calibration, and open-world
+answers (cat and dog photos rarely called other, non-pet photos mostly caught), and its
+thresholds and reference saved identically in the BentoML store and in MLflow."""
 
+from pathlib import Path
+
+import bentoml
+import mlflow
+import numpy as np
 import pytest
 
-from helpers import FULL_DATA_DIR
-from training.config import TrainConfig
-from training.train import train
+from catsdogs.answers import OTHER, OpenWorld
+from catsdogs.model_loader import load_bento_classifier
+from catsdogs.preprocessing import read_image
+from training.keras_classifier import OPEN_WORLD_ARTIFACTS, load_classifier
+
+pytestmark = pytest.mark.slow
 
 MIN_TEST_ACCURACY = 0.97
+MAX_TEST_OTHER_RATE = 0.01  # cat and dog photos called "other"
+MIN_NONPET_CAUGHT = 0.90  # non-pet photos called "other"
+MAX_TEST_ECE = 0.02
+NONPET_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "nonpet"
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(
-    not FULL_DATA_DIR.is_dir(), reason=f"full data set not found at {FULL_DATA_DIR}"
-)
-def test_fast_mode_on_full_data_reaches_the_accuracy_bar():
-    result = train(
-        TrainConfig(
-            data_dir=FULL_DATA_DIR,
-            mode="fast",
-            experiment="tests-quality",
-            registered_model="catsdogs-quality",
-        )
+def test_accuracy_and_calibration(full_model):
+    metrics = full_model.test_metrics
+    assert metrics["count"] >= 250  # the test split of ~3,000 photos
+    assert metrics["accuracy"] >= MIN_TEST_ACCURACY, metrics
+    assert metrics["ece"] <= MAX_TEST_ECE, metrics
+    run = mlflow.MlflowClient().get_run(full_model.run_id)
+    for name in ("temperature", "test_ece_before", "test_log_loss_before", "test_log_loss"):
+        assert f"calibration_{name}" in run.data.metrics, name
+
+
+def test_cats_and_dogs_are_rarely_other_and_non_pets_mostly_are(full_model):
+    assert full_model.test_metrics["other_rate"] <= MAX_TEST_OTHER_RATE, full_model.test_metrics
+    classifier = load_bento_classifier(full_model.registered.bento_tag)
+    photos = sorted(NONPET_DIR.glob("*.jpg"))
+    assert len(photos) >= 50
+    pixels = np.stack([read_image(path, classifier.image_size).pixels for path in photos])
+    answers = classifier.answer_pixels(pixels)
+    caught = [answer.label == OTHER for answer in answers]
+    missed = [path.name for path, hit in zip(photos, caught, strict=True) if not hit]
+    print(f"non-pet photos called other: {sum(caught)} of {len(photos)}; missed: {missed}")
+    assert np.mean(caught) >= MIN_NONPET_CAUGHT, missed
+    assert all(answer.needs_review for answer in answers if answer.label == OTHER)
+
+
+def test_thresholds_and_reference_load_back_identically(full_model, tmp_path):
+    bento_model = bentoml.models.get(full_model.registered.bento_tag)
+    from_bento = OpenWorld.load(Path(bento_model.path_of("")), "fp32")
+    folder = mlflow.artifacts.download_artifacts(
+        run_id=full_model.run_id, artifact_path=OPEN_WORLD_ARTIFACTS, dst_path=str(tmp_path)
     )
-    assert result.test_metrics["count"] >= 250  # the test split of ~3,000 photos
-    assert result.test_metrics["accuracy"] >= MIN_TEST_ACCURACY, result.test_metrics
+    from_mlflow = OpenWorld.load(Path(folder), "fp32")
+    trained = full_model.open_world
+    for loaded in (from_bento, from_mlflow):
+        np.testing.assert_array_equal(loaded.novelty.reference, trained.novelty.reference)
+        np.testing.assert_array_equal(loaded.projection.components, trained.projection.components)
+        assert loaded.describe() == trained.describe()
+    assert bento_model.info.metadata["open_world"]["fp32"] == trained.describe()
+    keras_classifier = load_classifier(full_model.registered.mlflow_uri)
+    assert keras_classifier.open_world.describe() == trained.describe()

@@ -25,6 +25,7 @@ from training.export import (
     export_onnx,
 )
 from training.keras_classifier import load_classifier
+from training.quantize import MAX_ACCURACY_DROP, MAX_LOG_LOSS_RISE, MIN_SAME_LABEL
 from training.tracking import CHAMPION_ALIAS, decide_promotion
 from training.train import train
 
@@ -106,14 +107,37 @@ def test_evaluate_command_reproduces_the_logged_test_metrics(trained_model, runt
     result = CliRunner().invoke(
         app,
         ["evaluate", str(SAMPLE_DIR), "--model", trained_model.registered.bento_tag,
-         "--split", "test", "--json", "--runtime", runtime],
+         "--split", "test", "--json", "--runtime", runtime, "--precision", "fp32"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout[result.stdout.index("{") :])
     assert metrics["runtime"] == runtime
-    for name in METRIC_NAMES:
+    for name in (*METRIC_NAMES, "other_rate", "review_rate", "ece"):
         expected = trained_model.test_metrics[name]
         assert metrics[name] == pytest.approx(expected, abs=tolerance), name
+
+
+def test_the_int8_copy_is_gated_and_evaluates_as_logged(trained_model):
+    run = mlflow.MlflowClient().get_run(trained_model.run_id)
+    gate = {name.removeprefix("int8_"): value for name, value in run.data.metrics.items()
+            if name.startswith("int8_")}  # fmt: skip
+    assert gate["same_label"] >= MIN_SAME_LABEL
+    assert gate["accuracy_fp32"] - gate["accuracy_int8"] <= MAX_ACCURACY_DROP
+    assert gate["log_loss_int8"] <= gate["log_loss_fp32"] * (1 + MAX_LOG_LOSS_RISE)
+    bento_model = bentoml.models.get(trained_model.registered.bento_tag)
+    assert bento_model.info.metadata["int8_gate"]["same_label"] == gate["same_label"]
+    assert Path(bento_model.path_of("model.int8.onnx")).is_file()
+    result = CliRunner().invoke(
+        app,
+        ["evaluate", str(SAMPLE_DIR), "--model", trained_model.registered.bento_tag,
+         "--split", "test", "--json", "--precision", "int8"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout[result.stdout.index("{") :])
+    assert metrics["precision"] == "int8"
+    assert metrics["accuracy"] == pytest.approx(gate["accuracy_int8"], abs=1e-9)
+    assert metrics["log_loss"] == pytest.approx(gate["log_loss_int8"], abs=1e-4)
+    assert metrics["other_rate"] == pytest.approx(gate["other_rate"], abs=1e-9)
 
 
 def test_predict_command_labels_photos_and_reports_bad_files(trained_model, tmp_path):
@@ -203,7 +227,7 @@ def test_served_onnx_export_matches_the_keras_model(trained_model):
     """Serving runs the ONNX export: same probabilities as Keras on every sample photo
     (within ONNX_TOLERANCE), so the same labels, and the check is recorded at training time."""
     keras_model = load_classifier(trained_model.registered.bento_tag, runtime="keras")
-    onnx_model = load_classifier(trained_model.registered.bento_tag)  # the default: ONNX
+    onnx_model = load_classifier(trained_model.registered.bento_tag, precision="fp32")
     assert onnx_model.runtime == "onnx"
     pixels = np.stack([read_image(path, 224).pixels for path in sample_images])
     expected, actual = keras_model.predict_pixels(pixels), onnx_model.predict_pixels(pixels)

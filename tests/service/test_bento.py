@@ -108,4 +108,8 @@ def test_built_bento_serves_real_photos(built_bento, tmp_path):
             assert response.json()["model"] == built_bento.model_tag
         health = httpx.get(f"{server.url}/health", timeout=30)
         assert health.status_code == 200
-        assert health.json() == {"status": "ok", "model": built_bento.model_tag}
+        assert health.json() == {
+            "status": "ok",
+            "model": built_bento.model_tag,
+            "precision": "int8",
+        }

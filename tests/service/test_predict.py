@@ -1,10 +1,13 @@
 """The HTTP service on real photos: the same answers as the offline classifier; health."""
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import bentoml
 import httpx
 import numpy as np
+import pytest
 
 from catsdogs.model_loader import load_bento_classifier
 from helpers import labelled_photos, photo_dir, photos
@@ -60,9 +63,35 @@ def test_batch_endpoint_answers_each_file_in_order(server):
 def test_health_endpoints(server):
     health = httpx.get(f"{server.url}/health", timeout=10)
     assert health.status_code == 200
-    assert health.json() == {"status": "ok", "model": server.model_tag}
+    assert health.json() == {"status": "ok", "model": server.model_tag, "precision": "int8"}
     for path in ("/livez", "/readyz", "/healthz"):
         assert httpx.get(f"{server.url}{path}", timeout=10).status_code == 200, path
     home = httpx.get(f"{server.url}/", timeout=10, follow_redirects=True)
     assert home.url.path == "/docs" and "swagger-ui" in home.text
     assert "googletagmanager" not in home.text
+
+
+def test_bentoml_python_client(server, tmp_path):
+    cat, dog = photos("cat")[0], photos("dog")[0]
+    with bentoml.SyncHTTPClient(server.url) as client:
+        answer = client.predict(file=cat)
+        assert answer["label"] == "cat" and answer["model"] == server.model_tag
+        batch = client.predict_batch(file=[cat, dog, cat])
+        assert [item["label"] for item in batch] == ["cat", "dog", "cat"]
+        bad = tmp_path / "notes.jpg"
+        bad.write_text("not a photo")
+        with pytest.raises(bentoml.exceptions.InvalidArgument) as refused:
+            client.predict(file=bad)
+    assert json.loads(str(refused.value))["reason"] == "not_an_image"
+
+
+def test_the_photo_itself_as_the_request_body(server):
+    dog = photos("dog")[0].read_bytes()
+    for content_type in ("image/jpeg", "application/octet-stream", "image/png"):
+        response = httpx.post(f"{server.url}/predict", content=dog,
+                              headers={"Content-Type": content_type}, timeout=60)  # fmt: skip
+        assert response.status_code == 200, response.text
+        assert response.json()["label"] == "dog"
+    batch = httpx.post(f"{server.url}/predict_batch", content=dog,
+                       headers={"Content-Type": "image/jpeg"}, timeout=60)  # fmt: skip
+    assert [answer["label"] for answer in batch.json()] == ["dog"]

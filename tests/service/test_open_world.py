@@ -1,0 +1,72 @@
+"""Three outcomes over HTTP: cat, dog and non-pet photos in one /predict_batch call to a real
+`bentoml serve` of the default full-data model get cat, dog and other, with needs_review true
+exactly where the contract says; the metrics count them."""
+
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from helpers import photos, run_bentoml_serve
+
+NONPET_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "nonpet"
+pytestmark = pytest.mark.slow
+
+
+def _nonpet_photos() -> list[Path]:
+    """The first photo of each category (other animals, people, objects, food, scenes,
+    drawings, screenshots), then more other animals: the hardest case."""
+    by_category: dict[str, list[Path]] = {}
+    for path in sorted(NONPET_DIR.glob("*.jpg")):
+        by_category.setdefault(path.name.split("-")[0], []).append(path)
+    chosen = [paths[0] for paths in by_category.values()]
+    return chosen + by_category["animal"][1:4]
+
+
+@pytest.fixture(scope="module")
+def full_server(full_model, tmp_path_factory):
+    with run_bentoml_serve(
+        "service:CatsDogs",
+        tmp_path_factory.mktemp("full-server"),
+        full_model.registered.bento_tag,
+        CATSDOGS_MAX_FILES="32",
+    ) as running:
+        yield running
+
+
+def test_cats_dogs_and_other_photos_in_one_batch(full_server, full_model):
+    cats, dogs = photos("cat")[:3], photos("dog")[:3]
+    others = _nonpet_photos()
+    files = [("file", (p.name, p.read_bytes())) for p in (*cats, *dogs, *others)]
+    response = httpx.post(f"{full_server.url}/predict_batch", files=files, timeout=300)
+    assert response.status_code == 200, response.text
+    answers = response.json()
+    expected = ["cat"] * len(cats) + ["dog"] * len(dogs) + ["other"] * len(others)
+    got = [answer["label"] for answer in answers]
+    assert got == expected, list(zip([p.name for p in (*cats, *dogs, *others)], got, strict=True))
+    review = full_model.open_world.review_threshold
+    for answer in answers:
+        if answer["label"] == "other":
+            assert answer["needs_review"] is True
+            assert answer["novelty_score"] > answer["novelty_threshold"]
+        else:
+            assert answer["needs_review"] is (answer["confidence"] < review)
+            assert answer["novelty_score"] <= answer["novelty_threshold"]
+        assert answer["confidence"] == max(answer["probabilities"].values())
+        assert answer["novelty_threshold"] == pytest.approx(full_model.open_world.novelty.threshold)
+
+
+def test_metrics_count_other_and_review(full_server):
+    photo = _nonpet_photos()[0]
+    httpx.post(f"{full_server.url}/predict", files={"file": (photo.name, photo.read_bytes())},
+               timeout=120)  # fmt: skip
+    text = httpx.get(f"{full_server.url}/metrics", timeout=30).text
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    assert samples[("catsdogs_predictions_total", (("label", "other"),))] >= 1
+    assert samples[("catsdogs_needs_review_total", (("label", "other"),))] >= 1
+    assert samples[("catsdogs_novelty_score_count", ())] >= 1
