@@ -17,6 +17,7 @@ and policy-checked by test_k8s.py. podman turns the probes into healthchecks tha
 and systemd timers (neither is here), so this test requests the probes' paths and ports itself.
 """
 
+import copy
 import json
 import shutil
 import subprocess
@@ -69,7 +70,7 @@ def _by_kind(objects: list[dict], kind: str) -> dict:
 
 def _for_podman(deployment: dict, port: int, suffix: str) -> dict:
     """The test-only copy (module docstring): hostPort, unique volume names, no Secret."""
-    play = json.loads(json.dumps(deployment))
+    play = copy.deepcopy(deployment)
     spec = play["spec"]["template"]["spec"]
     [container] = spec["containers"]
     [http] = [p for p in container["ports"] if p["name"] == "http"]
@@ -196,7 +197,10 @@ def test_root_filesystem_is_read_only_and_empty_dirs_are_writable(pod):
     # The service really uses them: BentoML's home and the prediction log (after the smoke
     # test's or this test's predictions).
     photo = ROOT / "data" / "sample" / "cat" / "cat.102.jpg"
-    httpx.post(f"{pod.url}/predict", files={"file": (photo.name, photo.read_bytes())}, timeout=60)
+    response = httpx.post(
+        f"{pod.url}/predict", files={"file": (photo.name, photo.read_bytes())}, timeout=60
+    )
+    assert response.status_code == 200, response.text
     monitoring = pod.config["CATSDOGS_MONITORING_DIR"]
     deadline = time.monotonic() + 30
     while not pod.exec("find", monitoring, "-type", "f").stdout.strip():
