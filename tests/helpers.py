@@ -70,28 +70,23 @@ def wait_until(
 
 
 def wait_for_ready(
-    url: str,
-    timeout: float = 240,
-    alive: Callable[[], bool] = lambda: True,
-    describe: Callable[[], str] = str,
-    path: str = "/readyz",
+    url: str, timeout: float = 240, stopped: Callable[[], str | None] = lambda: None
 ) -> None:
-    """Wait until GET url+path answers 200; fail early when alive() turns false.
-
-    describe(): what to show on failure (for example the end of the server's log)."""
-
-    def ready() -> bool:
-        if not alive():
-            raise RuntimeError(f"{url} exited before it was ready:\n{describe()}")
+    """Poll GET url until it answers 200. stopped() returns None while the thing waited for
+    is alive, else what to fail with (its log, say)."""
+    deadline = time.monotonic() + timeout
+    while True:
         try:
-            return httpx.get(f"{url}{path}", timeout=2).status_code == 200
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
         except httpx.TransportError:
-            return False
-
-    try:
-        wait_until(ready, timeout, f"{url}{path} answering 200")
-    except TimeoutError as error:
-        raise RuntimeError(f"{error}:\n{describe()}") from None
+            pass
+        problem = stopped()
+        if problem is not None:
+            raise RuntimeError(f"stopped before {url} answered:\n{problem}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} did not answer 200 within {timeout:g} s")
+        time.sleep(0.5)
 
 
 def start_process_group(command: Sequence[str], log_path: Path, **popen) -> subprocess.Popen:
@@ -233,7 +228,8 @@ def run_bentoml_serve(target: str, workdir: Path, model_tag: str, **env: str):
     with process_group(command, log_path, cwd=ROOT, env=environment) as process:
         url = f"http://127.0.0.1:{port}"
         wait_for_ready(
-            url, alive=lambda: process.poll() is None, describe=lambda: log_tail(log_path)
+            f"{url}/readyz",
+            stopped=lambda: None if process.poll() is None else log_tail(log_path),
         )
         yield Server(url, log_path, monitoring_dir, model_tag, process.pid)
 
@@ -277,4 +273,12 @@ def run_locust(
     return subprocess.run(
         command, cwd=reports, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         timeout=120,
+    )  # fmt: skip
+
+
+def run_smoke_test(url: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """scripts/smoke_test.py against url, as CI and CD run it (a subprocess)."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "smoke_test.py"), url, *args],
+        capture_output=True, text=True, timeout=timeout, cwd=ROOT,
     )  # fmt: skip

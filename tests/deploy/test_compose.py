@@ -1,9 +1,15 @@
 """The compose stack in deploy/compose/, checked as data (no Docker daemon needed): its
 services, ports, named volumes for every store, healthchecks, wiring between services (the
-drift job included) and every mounted file. `compose_problems` is the checker; the last tests
-prove it catches broken copies."""
+drift job included) and every mounted file; the overrides for machines without a registry
+(local builds) and for API keys. `compose_problems` is the checker; the last tests prove it
+catches broken copies. tests/deploy/test_compose_stack.py runs the stack for real."""
 
 import copy
+import fnmatch
+import os
+import re
+import shutil
+import subprocess
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -12,7 +18,13 @@ import yaml
 
 from helpers import ROOT
 
+from .tools import PODMAN_COMPOSE
+
 COMPOSE = ROOT / "deploy" / "compose" / "docker-compose.yml"
+LOCAL_BUILD = COMPOSE.parent / "docker-compose.local-build.yml"
+API_KEYS = COMPOSE.parent / "docker-compose.api-keys.yml"
+# Where Kubernetes mounts the key file too (deploy/k8s/README.md).
+API_KEYS_FILE = "/run/secrets/catsdogs/api_keys"
 PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 
 SERVICES = {
@@ -199,7 +211,11 @@ def compose_problems(compose_path: Path, prometheus_path: Path = PROMETHEUS_CONF
     if parsed.hostname != "mlflow" or parsed.port != 5000:
         problems.append(f"catsdogs: MLFLOW_TRACKING_URI {uri!r} is not http://mlflow:5000")
     allowed = (_option(command, "--allowed-hosts") or "").split(",")
-    if parsed.netloc and "*" not in allowed and parsed.netloc not in allowed:
+    # MLflow's own matching: exact, or fnmatch where the entry has a "*".
+    if parsed.netloc and not any(
+        fnmatch.fnmatch(parsed.netloc, entry) if "*" in entry else parsed.netloc == entry
+        for entry in allowed
+    ):
         problems.append(f"mlflow: --allowed-hosts does not allow {parsed.netloc}")
     if _command(catsdogs) != ["serve"]:
         problems.append("catsdogs: command is not `serve`")
@@ -268,6 +284,91 @@ def _drift_problems(services: dict, declared: set[str], prometheus: dict) -> lis
 
 def test_compose_file_is_complete():
     assert compose_problems(COMPOSE) == []
+
+
+def test_compose_runs_the_upstream_images():
+    """docker-compose.yml names the upstream images, fully qualified (no short-name lookup),
+    and builds nothing: local builds are docker-compose.local-build.yml's business."""
+    services = _load(COMPOSE)["services"]
+    ours = {"catsdogs", "volumes-init", "drift-job"}  # the project's own images
+    assert {name: s["image"] for name, s in services.items() if name not in ours} == {
+        "mlflow": "ghcr.io/mlflow/mlflow:v3.17.2",
+        "prometheus": "docker.io/prom/prometheus:v3.5.0",
+        "grafana": "docker.io/grafana/grafana:12.1.1",
+        "pushgateway": "docker.io/prom/pushgateway:v1.11.0",
+    }
+    assert not [name for name, service in services.items() if "build" in service]
+    # The host reaches MLflow on whatever port it publishes (the test uses free ports).
+    allowed = _option(_command(services["mlflow"]), "--allowed-hosts").split(",")
+    assert {"localhost:*", "127.0.0.1:*"} <= set(allowed)
+
+
+def test_local_build_override_builds_mlflow_and_prometheus_on_the_service_base():
+    override = _load(LOCAL_BUILD)["services"]
+    assert set(override) == {"mlflow", "prometheus"}
+    mlflow_pin = re.search(r'"mlflow==([^"]+)"', (ROOT / "pyproject.toml").read_text()).group(1)
+    for name, service in override.items():
+        # A local name, never the upstream one, and never pulled.
+        assert service["image"].startswith("localhost/"), name
+        assert service["pull_policy"] == "never", name
+        containerfile = (
+            COMPOSE.parent / service["build"]["context"] / service["build"]["dockerfile"]
+        )
+        text = containerfile.read_text()
+        # The base of the Bento's image (python:3.11-slim, or scripts/offline_base_image.sh's
+        # stand-in for it).
+        assert re.search(r"^FROM docker\.io/library/python:3\.11-slim$", text, re.M), name
+        assert re.search(r"^USER (?!root)\w+$", text, re.M), f"{name} runs as root"
+    mlflow = (COMPOSE.parent / "../mlflow/Containerfile").read_text()
+    assert f"ARG MLFLOW_VERSION={mlflow_pin}" in mlflow
+    assert override["mlflow"]["image"].endswith(f":{mlflow_pin}")
+    # The compose file's `command:` gives Prometheus flags only, as for the upstream image.
+    prometheus = (COMPOSE.parent / "../prometheus/Containerfile").read_text()
+    assert 'ENTRYPOINT ["/usr/bin/prometheus"]' in prometheus
+    # The healthcheck's probe exists in the image.
+    assert "wget" in _load(COMPOSE)["services"]["prometheus"]["healthcheck"]["test"]
+    assert re.search(r"apt-get install .*\bwget\b", prometheus)
+
+
+def test_api_keys_override_mounts_a_secret_and_sets_the_key_file():
+    """Keys are off in docker-compose.yml; the override turns them on with a secret read from
+    a host file that must be named (no default), mounted where Kubernetes mounts it."""
+    base = _load(COMPOSE)
+    assert "secrets" not in base
+    assert "CATSDOGS_API_KEYS_FILE" not in _environment(base["services"]["catsdogs"])
+    override = _load(API_KEYS)
+    [secret] = override["services"]["catsdogs"]["secrets"]
+    assert secret["target"] == API_KEYS_FILE
+    assert _environment(override["services"]["catsdogs"])["CATSDOGS_API_KEYS_FILE"] == (
+        API_KEYS_FILE
+    )
+    source = override["secrets"][secret["source"]]["file"]
+    assert re.fullmatch(r"\$\{CATSDOGS_API_KEYS_HOST_FILE:\?[^}]+\}", source), source
+    assert API_KEYS_FILE in (ROOT / "deploy" / "k8s" / "configmap.yaml").read_text()
+
+
+@pytest.mark.skipif(shutil.which("podman") is None, reason="podman-compose needs podman")
+def test_podman_compose_merges_the_api_keys_override(tmp_path):
+    keys = tmp_path / "api_keys"
+    keys.write_text("sha256:" + "0" * 64 + "\n")
+
+    def config(**env: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(PODMAN_COMPOSE), "-f", str(COMPOSE), "-f", str(API_KEYS), "config"],
+            capture_output=True, text=True, timeout=120, cwd=tmp_path,
+            env={**os.environ, **env},
+        )  # fmt: skip
+
+    missing = config(CATSDOGS_API_KEYS_HOST_FILE="")
+    assert missing.returncode != 0
+    assert "CATSDOGS_API_KEYS_HOST_FILE" in missing.stdout + missing.stderr
+    merged = config(CATSDOGS_API_KEYS_HOST_FILE=str(keys))
+    assert merged.returncode == 0, merged.stderr
+    compose = yaml.safe_load(merged.stdout)
+    assert compose["secrets"]["catsdogs_api_keys"]["file"] == str(keys)
+    catsdogs = compose["services"]["catsdogs"]
+    assert catsdogs["secrets"] == [{"source": "catsdogs_api_keys", "target": API_KEYS_FILE}]
+    assert catsdogs["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"  # merged
 
 
 def test_compose_declares_its_services_and_their_ports():

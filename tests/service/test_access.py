@@ -18,6 +18,7 @@ from helpers import (
     process_group,
     run_bentoml_serve,
     run_locust,
+    run_smoke_test,
     wait_until,
 )
 
@@ -171,16 +172,9 @@ def test_cors_allows_the_listed_origins_only(secured):
 
 
 def test_the_smoke_test_works_with_keys(secured):
-    script = ROOT / "scripts" / "smoke_test.py"
-    result = subprocess.run(
-        [sys.executable, str(script), secured.url, "--api-key", SMOKE_KEY],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    result = run_smoke_test(secured.url, "--api-key", SMOKE_KEY)
     assert result.returncode == 0, result.stderr
-    without = subprocess.run(
-        [sys.executable, str(script), secured.url, "--wait", "5"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    without = run_smoke_test(secured.url, "--wait", "5")
     assert without.returncode == 1 and "401" in without.stderr
 
 

@@ -342,7 +342,7 @@ def test_a_killed_worker_is_replaced_and_readiness_says_so(own_server):
     recovery = time.monotonic() - killed
     print(f"replacement worker ready {recovery:.1f} s after kill -9; probes saw {set(seen)}")
     assert any(status != 200 for status in seen)  # never "ready" while nothing could answer
-    wait_for_ready(server.url)
+    wait_for_ready(f"{server.url}/readyz")
     response = _post(server.url, files={"file": ("cat.jpg", photos("cat")[0].read_bytes())})
     assert response.status_code == 200, response.text
 
