@@ -27,9 +27,8 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from conftest import ROOT
 
-from helpers import free_port, run_smoke_test, wait_for_ready
+from helpers import ROOT, free_port, run_smoke_test, wait_for_ready
 
 from .conftest import PODMAN_MISSING
 from .tools import PODMAN_COMPOSE, podman_env, run

@@ -29,9 +29,8 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 import yaml
-from conftest import ROOT
 
-from helpers import free_port, run_smoke_test, wait_for_ready
+from helpers import ROOT, free_port, run_smoke_test, wait_for_ready
 
 from .conftest import PODMAN_MISSING
 from .tools import kustomize, overlay, run
