@@ -5,6 +5,7 @@ Running the Keras model instead, or a model from MLflow, is training-side:
 training/keras_classifier.py.
 """
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from catsdogs.classifier import Classifier, onnx_infer
 from catsdogs.config import MODEL_NAME, ONNX_FILES
 
 DEFAULT_PRECISION = "int8"
+logger = logging.getLogger("catsdogs.model_loader")
 
 
 def load_bento_classifier(
@@ -32,6 +34,11 @@ def classifier_from_bento_model(
     if precision not in ONNX_FILES:
         raise ValueError(f"precision must be one of {sorted(ONNX_FILES)}, not {precision!r}")
     metadata = checked_metadata(dict(bento_model.info.metadata), str(bento_model.tag))
+    skipped = metadata.get("int8_gate", {}).get("skipped")
+    if precision == "int8" and skipped:
+        # Too few test photos to gate an int8 copy (the embedded sample): the fp32 model.
+        logger.warning("model %s has no int8 copy (%s)", bento_model.tag, skipped)
+        precision = "fp32"
     path = Path(bento_model.path_of(ONNX_FILES[precision]))
     if not path.is_file():
         raise FileNotFoundError(

@@ -53,6 +53,18 @@ def full_model():
 
 
 @pytest.fixture(scope="session")
+def full_server(full_model, tmp_path_factory):
+    """`bentoml serve` of the default full-data model (one worker, batches up to 32 files)."""
+    with run_bentoml_serve(
+        "service:CatsDogs",
+        tmp_path_factory.mktemp("full-server"),
+        full_model.registered.bento_tag,
+        CATSDOGS_MAX_FILES="32",
+    ) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
 def server(trained_model, tmp_path_factory):
     """The project's service.py serving the session's trained model (2 HTTP workers, so the
     metrics tests see values from more than one process)."""

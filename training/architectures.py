@@ -8,6 +8,7 @@ calibrated class probabilities and the embedding out, from one call.
 """
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,12 +51,16 @@ def build_augmentation(config: TrainConfig) -> keras.Sequential:
 def build_backbone(config: TrainConfig) -> keras.Model:
     """MobileNetV2 without its top, global-average-pooled: (N, size, size, 3) in [-1, 1] -> 1280."""
     try:
-        return keras.applications.MobileNetV2(
-            input_shape=(config.image_size, config.image_size, 3),
-            include_top=False,
-            weights=config.weights,
-            pooling="avg",
-        )
+        with warnings.catch_warnings():
+            # The ImageNet weights of the 224 px model serve every input size (the backbone is
+            # convolutional): intended, not a problem to warn about.
+            warnings.filterwarnings("ignore", message=".*Weights for input shape")
+            return keras.applications.MobileNetV2(
+                input_shape=(config.image_size, config.image_size, 3),
+                include_top=False,
+                weights=config.weights,
+                pooling="avg",
+            )
     except Exception as error:
         if config.weights != "imagenet":
             raise WeightsUnavailableError(

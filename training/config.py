@@ -11,6 +11,9 @@ DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1] / "data" / "sample"
 """The small sample of real photos committed with the project: the embedded default."""
 
 Mode = Literal["fast", "finetune", "scratch"]
+Head = Literal["logreg", "keras"]
+"""How the classifier head is fitted in fast mode: L2 logistic regression on the features
+(its strength by inner cross-validation), or the Keras head trained by gradient descent."""
 Runtime = Literal["onnx", "keras"]
 """How a trained model runs: ONNX Runtime (what the service runs) or Keras."""
 Precision = Literal["int8", "fp32"]
@@ -41,6 +44,7 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(32, gt=0)
 
     # Head phase (fast and finetune modes) and the whole run in scratch mode.
+    head: Head = "logreg"
     head_epochs: int = Field(20, ge=1)
     head_learning_rate: float = Field(1e-3, gt=0)
     dropout: float = Field(0.2, ge=0, lt=1)

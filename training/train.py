@@ -47,9 +47,10 @@ from training.config import TrainConfig
 from training.data import Dataset, load_dataset
 from training.drift import REFERENCE_FILE, drift_reference
 from training.export import check_onnx_parity, export_onnx
+from training.heads import fit_logistic_head
 from training.keras_classifier import OPEN_WORLD_ARTIFACTS, keras_infer
 from training.progress import SILENT, Progress
-from training.quantize import check_gate, quantize_int8
+from training.quantize import MIN_GATE_PHOTOS, MIN_SAME_LABEL, check_gate, quantize_int8
 from training.tracking import (
     EpochMetricsLogger,
     KerasProgress,
@@ -113,8 +114,13 @@ def train(config: TrainConfig, progress: Progress = SILENT) -> TrainResult:
         if config.mode == "fast":
             # Backbone features once per image; then only the small head trains, on them.
             embeddings = _embed(parts, config, pixels, ("train", "validation"), timings, progress)
-            features = {split: (embeddings[split], labels[split]) for split in embeddings}
-            fit(parts.head, "head", config.head_learning_rate, config.head_epochs, **features)
+            if config.head == "logreg":
+                with progress.phase("Fit the classifier head (logistic regression)"):
+                    head_c = fit_logistic_head(parts.head, embeddings["train"], labels["train"])
+                mlflow.log_metric("head_c", head_c)
+            else:
+                features = {split: (embeddings[split], labels[split]) for split in embeddings}
+                fit(parts.head, "head", config.head_learning_rate, config.head_epochs, **features)
         else:
             model = build_training_model(parts, config)
             if config.mode == "scratch":
@@ -178,35 +184,8 @@ def train(config: TrainConfig, progress: Progress = SILENT) -> TrainResult:
 
         # 4. The int8 copy that serving runs by default: gated against fp32 on the test split,
         # with its own novelty threshold and review threshold (from its own outputs).
-        with progress.phase("Quantize to int8 and gate it against fp32 on the test photos"):
-            int8_path = quantize_int8(
-                onnx_path, Path(scratch) / INT8_ONNX_FILE_NAME,
-                _calibration_photos(pixels["train"], config.quantization_photos),
-            )  # fmt: skip
-            int8 = Classifier(onnx_infer(int8_path), dataset.class_names, config.image_size,
-                              "int8", runtime="onnx")  # fmt: skip
-            int8_outputs = {split: int8.predict_pixels(pixels[split]) for split in SPLITS}
-            gate = check_gate(test, int8_outputs["test"], labels["test"])
-            open_world_int8, int8_novelty = _fit_open_world(
-                config, int8_outputs["train"].embeddings, labels["train"],
-                int8_outputs["validation"], labels["validation"], int8_outputs["test"],
-            )  # fmt: skip
-            int8_answers = open_world_int8.answer(int8_outputs["test"].probabilities,
-                                                  int8_outputs["test"].embeddings,
-                                                  dataset.class_names)  # fmt: skip
-            int8_metrics = {
-                **gate.metrics(),
-                **evaluate.open_world_metrics(int8_answers),
-                "ece": expected_calibration_error(
-                    int8_outputs["test"].probabilities, labels["test"]
-                ),
-                **int8_novelty,
-            }
-            mlflow.log_metrics({f"int8_{name}": value for name, value in int8_metrics.items()})
-        progress.done(
-            f"same label as fp32 on {gate.same_label:.1%} of the test photos; accuracy "
-            f"{gate.accuracy_int8:.4f} (fp32 {gate.accuracy_fp32:.4f})"
-        )
+        int8 = _int8_copy(config, dataset, onnx_path, pixels, labels, test, Path(scratch),
+                          progress)  # fmt: skip
 
         metadata = {
             "class_names": list(dataset.class_names),
@@ -215,11 +194,9 @@ def train(config: TrainConfig, progress: Progress = SILENT) -> TrainResult:
             "dataset_fingerprint": dataset.fingerprint,
             "onnx_max_abs_diff": onnx_difference,
             "calibration": calibration,
-            "open_world": {"fp32": open_world.describe(), "int8": open_world_int8.describe()},
-            "int8_gate": int8_metrics,
+            "open_world": {"fp32": open_world.describe()},
+            "int8_gate": int8.metrics if int8 else {"skipped": _no_int8_reason(labels["test"])},
         }
-        saved = open_world.save(Path(scratch) / "open_world", "fp32")
-        saved_int8 = open_world_int8.save(Path(scratch) / "open_world", "int8")
         # What `catsdogs drift` compares prediction records with: the same fields, computed
         # the same way, for the validation photos.
         reference = Path(scratch) / REFERENCE_FILE
@@ -229,17 +206,13 @@ def train(config: TrainConfig, progress: Progress = SILENT) -> TrainResult:
         drift_reference(dataset, "validation", pixels["validation"], validation_answers).to_parquet(
             reference
         )
-        files = {
-            ONNX_FILE_NAME: (onnx_path, "onnx"),
-            INT8_ONNX_FILE_NAME: (int8_path, "onnx"),
-            REFERENCE_FILE: (reference, "drift"),
-        }
-        for path in (
-            saved,
-            saved.with_suffix(".json"),
-            saved_int8,
-            saved_int8.with_suffix(".json"),
-        ):
+        files = {ONNX_FILE_NAME: (onnx_path, "onnx"), REFERENCE_FILE: (reference, "drift")}
+        saved = [open_world.save(Path(scratch) / "open_world", "fp32")]
+        if int8:
+            metadata["open_world"]["int8"] = int8.open_world.describe()
+            files[INT8_ONNX_FILE_NAME] = (int8.path, "onnx")
+            saved.append(int8.open_world.save(Path(scratch) / "open_world", "int8"))
+        for path in (*saved, *(path.with_suffix(".json") for path in saved)):
             files[path.name] = (path, OPEN_WORLD_ARTIFACTS)
         with progress.phase("Log the model to MLflow and save it to the BentoML store"):
             registered = register_model(
@@ -282,6 +255,63 @@ def _embed(
         }
     _record(timings, "features", time.perf_counter() - started, count)
     return embeddings
+
+
+@dataclass(frozen=True)
+class Int8Copy:
+    path: Path
+    open_world: OpenWorld
+    metrics: dict[str, float]
+
+
+def _int8_copy(
+    config: TrainConfig,
+    dataset: Dataset,
+    onnx_path: Path,
+    pixels: dict[str, np.ndarray],
+    labels: dict[str, np.ndarray],
+    test: ModelOutput,
+    scratch: Path,
+    progress: Progress,
+) -> Int8Copy | None:
+    """The int8 model, its gate's numbers (raises QuantizationGateError when it fails) and
+    its OpenWorld; None when the test split is too small for the gate to judge."""
+    if len(labels["test"]) < MIN_GATE_PHOTOS:
+        progress.done(f"no int8 copy: {_no_int8_reason(labels['test'])}")
+        mlflow.set_tag("int8", f"skipped: {_no_int8_reason(labels['test'])}")
+        return None
+    with progress.phase("Quantize to int8 and gate it against fp32 on the test photos"):
+        calibration = _calibration_photos(pixels["train"], config.quantization_photos)
+        path = quantize_int8(onnx_path, scratch / INT8_ONNX_FILE_NAME, calibration)
+        int8 = Classifier(onnx_infer(path), dataset.class_names, config.image_size, "int8",
+                          runtime="onnx")  # fmt: skip
+        outputs = {split: int8.predict_pixels(pixels[split]) for split in SPLITS}
+        gate = check_gate(test, outputs["test"], labels["test"])
+        open_world, novelty = _fit_open_world(
+            config, outputs["train"].embeddings, labels["train"], outputs["validation"],
+            labels["validation"], outputs["test"],
+        )  # fmt: skip
+        answers = open_world.answer(outputs["test"].probabilities, outputs["test"].embeddings,
+                                    dataset.class_names)  # fmt: skip
+        metrics = {
+            **gate.metrics(),
+            **evaluate.open_world_metrics(answers),
+            "ece": expected_calibration_error(outputs["test"].probabilities, labels["test"]),
+            **novelty,
+        }
+        mlflow.log_metrics({f"int8_{name}": value for name, value in metrics.items()})
+    progress.done(
+        f"same label as fp32 on {gate.same_label:.1%} of the test photos; accuracy "
+        f"{gate.accuracy_int8:.4f} (fp32 {gate.accuracy_fp32:.4f})"
+    )
+    return Int8Copy(path, open_world, metrics)
+
+
+def _no_int8_reason(test_labels: np.ndarray) -> str:
+    return (
+        f"{len(test_labels)} test photos; the int8 gate needs {MIN_GATE_PHOTOS} (one changed "
+        f"label must stay within its {MIN_SAME_LABEL:.1%} bar): serving runs fp32"
+    )
 
 
 def _calibration_photos(train_pixels: np.ndarray, count: int) -> np.ndarray:

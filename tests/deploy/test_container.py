@@ -129,7 +129,7 @@ def test_container_passes_the_smoke_test(running_image):
     result = run_smoke_test(running_image.url)
     assert result.returncode == 0, result.stdout + result.stderr
     health = httpx.get(f"{running_image.url}/health", timeout=30).json()
-    assert health == {"status": "ok", "model": running_image.model_tag, "precision": "int8"}
+    assert health == {"status": "ok", "model": running_image.model_tag, "precision": "fp32"}
 
 
 def test_container_runs_as_a_non_root_user(running_image):

@@ -2,17 +2,22 @@
 answers (cat and dog photos rarely called other, non-pet photos mostly caught), and its
 thresholds and reference saved identically in the BentoML store and in MLflow."""
 
+import json
 from pathlib import Path
 
 import bentoml
 import mlflow
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from catsdogs.answers import OTHER, OpenWorld
 from catsdogs.model_loader import load_bento_classifier
 from catsdogs.preprocessing import read_image
+from helpers import FULL_DATA_DIR
+from training.cli import app
 from training.keras_classifier import OPEN_WORLD_ARTIFACTS, load_classifier
+from training.quantize import MAX_ACCURACY_DROP, MAX_LOG_LOSS_RISE, MIN_SAME_LABEL
 
 pytestmark = pytest.mark.slow
 
@@ -62,3 +67,26 @@ def test_thresholds_and_reference_load_back_identically(full_model, tmp_path):
     assert bento_model.info.metadata["open_world"]["fp32"] == trained.describe()
     keras_classifier = load_classifier(full_model.registered.mlflow_uri)
     assert keras_classifier.open_world.describe() == trained.describe()
+
+
+def test_the_int8_copy_is_gated_and_evaluates_as_logged(full_model):
+    run = mlflow.MlflowClient().get_run(full_model.run_id)
+    gate = {name.removeprefix("int8_"): value for name, value in run.data.metrics.items()
+            if name.startswith("int8_")}  # fmt: skip
+    assert gate["same_label"] >= MIN_SAME_LABEL
+    assert gate["accuracy_fp32"] - gate["accuracy_int8"] <= MAX_ACCURACY_DROP
+    assert gate["log_loss_int8"] <= gate["log_loss_fp32"] * (1 + MAX_LOG_LOSS_RISE)
+    bento_model = bentoml.models.get(full_model.registered.bento_tag)
+    assert bento_model.info.metadata["int8_gate"]["same_label"] == gate["same_label"]
+    assert Path(bento_model.path_of("model.int8.onnx")).is_file()
+    result = CliRunner().invoke(
+        app,
+        ["evaluate", str(FULL_DATA_DIR), "--model", full_model.registered.bento_tag,
+         "--split", "test", "--json", "--precision", "int8"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout[result.stdout.index("{") :])
+    assert metrics["precision"] == "int8"
+    assert metrics["accuracy"] == pytest.approx(gate["accuracy_int8"], abs=1e-9)
+    assert metrics["log_loss"] == pytest.approx(gate["log_loss_int8"], abs=1e-4)
+    assert metrics["other_rate"] == pytest.approx(gate["other_rate"], abs=1e-9)

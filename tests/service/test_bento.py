@@ -111,5 +111,5 @@ def test_built_bento_serves_real_photos(built_bento, tmp_path):
         assert health.json() == {
             "status": "ok",
             "model": built_bento.model_tag,
-            "precision": "int8",
+            "precision": "fp32",
         }

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers import photos, run_bentoml_serve
+from helpers import photos
 
 NONPET_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "nonpet"
 pytestmark = pytest.mark.slow
@@ -22,17 +22,6 @@ def _nonpet_photos() -> list[Path]:
         by_category.setdefault(path.name.split("-")[0], []).append(path)
     chosen = [paths[0] for paths in by_category.values()]
     return chosen + by_category["animal"][1:4]
-
-
-@pytest.fixture(scope="module")
-def full_server(full_model, tmp_path_factory):
-    with run_bentoml_serve(
-        "service:CatsDogs",
-        tmp_path_factory.mktemp("full-server"),
-        full_model.registered.bento_tag,
-        CATSDOGS_MAX_FILES="32",
-    ) as running:
-        yield running
 
 
 def test_cats_dogs_and_other_photos_in_one_batch(full_server, full_model):
