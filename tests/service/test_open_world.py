@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from helpers import photos, run_bentoml_serve
 
-NONPET_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "nonpet"
+NONPET_DIR = Path(__file__).resolve().parents[2] / "data" / "nonpet"
 pytestmark = pytest.mark.slow
 
 

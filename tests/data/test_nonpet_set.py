@@ -1,6 +1,6 @@
-"""The committed non-pet photo set (tests/fixtures/nonpet) is complete, intact and documented.
+"""The committed non-pet photo set (data/nonpet) is complete, intact and documented.
 
-The set is for testing the "other" answer only, never for tuning it (see SOURCES.md there).
+The set only ever measures the "other" answer, never tunes it (see SOURCES.md there).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 # Resolved from this file: tests/conftest.py runs the session inside a temporary folder.
-NONPET_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "nonpet"
+NONPET_DIR = Path(__file__).resolve().parents[2] / "data" / "nonpet"
 MANIFEST = NONPET_DIR / "manifest.csv"
 SOURCES = NONPET_DIR / "SOURCES.md"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
