@@ -46,6 +46,10 @@ def test_cats_and_dogs_are_rarely_other_and_non_pets_mostly_are(full_model):
     print(f"non-pet photos called other: {sum(caught)} of {len(photos)}; missed: {missed}")
     assert np.mean(caught) >= MIN_NONPET_CAUGHT, missed
     assert all(answer.needs_review for answer in answers if answer.label == OTHER)
+    # Training measured the same photos with the same fp32 export and detector.
+    logged = mlflow.MlflowClient().get_run(full_model.run_id).data.metrics
+    assert logged["nonpet_count"] == len(photos)
+    assert logged["nonpet_other_rate"] == pytest.approx(np.mean(caught), abs=1e-12)
 
 
 def test_thresholds_and_reference_load_back_identically(full_model, tmp_path):
