@@ -3,7 +3,8 @@
 One service, one process per worker, the model's ONNX export run by ONNX Runtime. The logic
 lives in the `catsdogs` package: catsdogs.predictor (check, decode, batch, classify, record),
 catsdogs.middleware (the upload routes' HTTP path, API keys, rate limits, request logs) and
-catsdogs.pages (the docs page and OpenAPI document); this file declares the service.
+catsdogs.pages (the docs page, OpenAPI document and model card); this file declares the
+service.
 """
 
 import logging
@@ -37,6 +38,12 @@ async def health(_: Request) -> JSONResponse:
     return JSONResponse({"status": "ok", "model": str(MODEL.tag), "precision": SETTINGS.precision})
 
 
+def model_file(name: str) -> Path:
+    """A file of the served model in the BentoML store (the model card, written at training
+    time; served by catsdogs.pages)."""
+    return Path(MODEL.resolve().path_of(name))
+
+
 @bentoml.service(
     workers=SETTINGS.worker_count,
     traffic={"timeout": 60},
@@ -47,7 +54,7 @@ async def health(_: Request) -> JSONResponse:
                 "options": {"log_path": str(SETTINGS.monitoring_dir)}},
 )  # fmt: skip
 # Mounted passively at "/": it answers its own paths and leaves every other one to BentoML.
-@bentoml.asgi_app(pages.pages_app(health), path="/")
+@bentoml.asgi_app(pages.pages_app(health, model_file), path="/")
 class CatsDogs:
     """Cats vs dogs: upload a photo to /predict (or several to /predict_batch)."""
 

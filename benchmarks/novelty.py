@@ -2,7 +2,7 @@
 photos from photos of anything else, with its threshold set on cat and dog photos alone.
 
     python benchmarks/novelty.py --model catsdogs:latest --photos ../shared/datasets/catsdogs \\
-        --others tests/fixtures/nonpet
+        --others data/nonpet
 
 For each detector (kNN with several k, Mahalanobis) and threshold quantile: the threshold from
 the validation split's scores, then the share of the test split called "other" (should be at
@@ -53,9 +53,7 @@ def main(
     photos: Annotated[Path, typer.Option(help="The labelled photos it was trained on.")] = Path(
         "data/sample"
     ),
-    others: Annotated[Path, typer.Option(help="Photos with no cat or dog.")] = Path(
-        "tests/fixtures/nonpet"
-    ),
+    others: Annotated[Path, typer.Option(help="Photos with no cat or dog.")] = Path("data/nonpet"),
     out: Annotated[Path, typer.Option(help="Report folder.")] = Path("reports/benchmark"),
 ) -> None:
     from catsdogs.model_loader import load_bento_classifier

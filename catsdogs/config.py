@@ -25,6 +25,12 @@ INT8_ONNX_FILE_NAME = "model.int8.onnx"
 ONNX_FILES = {"fp32": ONNX_FILE_NAME, "int8": INT8_ONNX_FILE_NAME}
 """The ONNX file of each precision a model is served at."""
 
+MODEL_CARD_FILE = "model_card.md"
+MODEL_CARD_HTML_FILE = "model_card.html"
+MODEL_CARD_PLOT_FILE = "model_card_reliability.png"
+"""The model card written at training time into the BentoML model (and MLflow's model_card/):
+markdown, the same as a self-contained HTML page (served at /model-card), and its plot."""
+
 ONNX_TOLERANCE = 1e-4
 """Largest allowed difference between the Keras and ONNX probabilities of one image: checked
 on the test split when a model is exported, and in tests."""

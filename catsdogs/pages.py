@@ -1,5 +1,6 @@
 """What the service serves besides its API: the API docs page, the OpenAPI document with every
-answer the upload routes give, /health, and its static files.
+answer the upload routes give, /health, the served model's model card (/model-card, and its
+markdown at /model-card.md), and its static files.
 
 The docs page is Swagger UI from BentoML's own copy of its files, without the tag manager
 BentoML's page loads from the internet: it works offline and tells no third party about a
@@ -19,13 +20,19 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 import catsdogs
+from catsdogs.config import MODEL_CARD_FILE, MODEL_CARD_HTML_FILE
 from catsdogs.schema import ErrorResponse
 
 WEB_DIR = Path(__file__).parent / "web"
 DOCS_PATH = "/docs"
 HOME_REDIRECT = DOCS_PATH
+# The model card's routes: the file of the served model each answers with, and its type.
+MODEL_CARD_ROUTES = {
+    "/model-card": (MODEL_CARD_HTML_FILE, "text/html; charset=utf-8"),
+    "/model-card.md": (MODEL_CARD_FILE, "text/markdown; charset=utf-8"),
+}
 # What the service serves besides its API, health and metrics (for bounded metric labels).
-PATHS = ("/", DOCS_PATH, "/docs.json", "/health")
+PATHS = ("/", DOCS_PATH, "/docs.json", "/health", *MODEL_CARD_ROUTES)
 STATIC_PREFIXES = ("/static_content", "/web")
 
 # The answers of an upload route besides 200, and when each is given.
@@ -51,16 +58,33 @@ with an image content type; send several to `/predict_batch` (repeat `file`). Ev
 JSON, `{"error": "...", "reason": "..."}`, with the status listed under each route."""
 
 
-def pages_app(health: Callable[[Request], Any]) -> Starlette:
-    """GET /health, GET /docs (the API docs page) and the page's own files under /web."""
+def pages_app(
+    health: Callable[[Request], Any], model_file: Callable[[str], Path] | None = None
+) -> Starlette:
+    """GET /health, GET /docs (the API docs page) and the page's own files under /web, and
+    the model card: model_file(name) is the path of one of the served model's files (called
+    per request; None: no model card). The card's HTML page is self-contained (inline CSS,
+    its plot a data: URL): it loads nothing from anywhere."""
 
     async def docs_page(_: Request) -> FileResponse:
         return FileResponse(WEB_DIR / "docs.html")
+
+    async def model_card(request: Request) -> FileResponse | JSONResponse:
+        name, media_type = MODEL_CARD_ROUTES[request.url.path]
+        path = model_file(name) if model_file else None
+        if path is None or not path.is_file():
+            return JSONResponse(
+                {"error": "the served model has no model card: it was trained before model "
+                 "cards existed (retrain it to get one)", "reason": "no_model_card"},
+                status_code=404,
+            )  # fmt: skip
+        return FileResponse(path, media_type=media_type)
 
     return Starlette(
         routes=[
             Route("/health", health),
             Route(DOCS_PATH, docs_page),
+            *(Route(path, model_card) for path in MODEL_CARD_ROUTES),
             Mount("/web", StaticFiles(directory=WEB_DIR), name="web"),
         ]
     )

@@ -23,6 +23,8 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = ROOT / "data" / "sample"
+# Real photos with no cat or dog (data/nonpet/SOURCES.md): measured, never tuned on.
+NONPET_DIR = ROOT / "data" / "nonpet"
 # The full set of real photos (3,086) beside the project; CI has it too.
 FULL_DATA_DIR = Path(
     os.environ.get("CATSDOGS_FULL_DATA", ROOT.parent / "shared" / "datasets" / "catsdogs")

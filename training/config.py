@@ -9,6 +9,8 @@ from catsdogs.config import DEFAULT_IMAGE_SIZE, MODEL_NAME
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1] / "data" / "sample"
 """The small sample of real photos committed with the project: the embedded default."""
+DEFAULT_NONPET_DIR = Path(__file__).resolve().parents[1] / "data" / "nonpet"
+"""The committed photos with no cat or dog (data/nonpet/SOURCES.md): only ever measured."""
 
 Mode = Literal["fast", "finetune", "scratch"]
 Head = Literal["logreg", "keras"]
@@ -36,6 +38,11 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     data_dir: Path = DEFAULT_DATA_DIR
+    nonpet_dir: Path | None = Field(
+        DEFAULT_NONPET_DIR,
+        description="Photos with no cat or dog, only ever measured (never used to fit or choose "
+        "anything): the share called other is reported. None, or a missing folder: skipped.",
+    )
     mode: Mode = "fast"
     seed: int = 42
     image_size: int = Field(DEFAULT_IMAGE_SIZE, ge=32)

@@ -5,6 +5,7 @@ import logging
 import math
 import shutil
 import subprocess
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,16 @@ class KerasProgress(keras.callbacks.Callback):
         self.advance(len(outputs) if outputs is not None else 1)
 
 
+class LoggedMetrics(dict[str, float]):
+    """Every metric of a run, as logged to MLflow (the last value of each): what the model card
+    reads, so that its numbers are the run's, never computed a second time."""
+
+    def log(self, metrics: Mapping[str, float], prefix: str = "") -> None:
+        values = {f"{prefix}{name}": float(value) for name, value in metrics.items()}
+        mlflow.log_metrics(values)
+        self.update(values)
+
+
 @dataclass(frozen=True)
 class RegisteredModel:
     mlflow_version: str
@@ -80,7 +91,7 @@ class RegisteredModel:
     champion_reason: str
 
 
-def log_dataset(dataset: Dataset, reports_dir: Path) -> None:
+def log_dataset(dataset: Dataset, reports_dir: Path, logged: LoggedMetrics) -> None:
     """The split manifest, the rejected/duplicate reports and the fingerprint, into the run."""
     paths = dataset.write_reports(reports_dir)
     manifest = pd.read_csv(paths["manifest"])
@@ -99,7 +110,7 @@ def log_dataset(dataset: Dataset, reports_dir: Path) -> None:
     summary = dataset.summary()
     mlflow.set_tag("dataset_fingerprint", dataset.fingerprint)
     mlflow.log_dict(summary, "data/summary.json")
-    mlflow.log_metrics(
+    logged.log(
         {
             "data_valid": summary["valid"],
             "data_rejected": summary["rejected"],
@@ -133,12 +144,15 @@ def register_model(
     metadata: dict[str, Any],
     test_metrics: dict[str, float],
     force_champion: bool,
+    named_files: Callable[[str, str], dict[str, tuple[Path, str]]] | None = None,
 ) -> RegisteredModel:
     """Log and register the model in MLflow, save it to the BentoML store, cross-reference
     both, and move the champion alias if the new version beats the current champion.
 
     files: what the BentoML model holds besides model.keras ({file name: (local path, the
-    MLflow artifact folder it is logged to)}): the ONNX export, the OpenWorld, ...."""
+    MLflow artifact folder it is logged to)}): the ONNX export, the OpenWorld, ....
+    named_files: more such files that name the model itself (the model card), written by
+    named_files(bento_tag, mlflow_version) once both exist; saved and logged the same way."""
     run = mlflow.active_run()
     # mlflow.tensorflow, not mlflow.keras: in MLflow 3.17 the keras flavor writes the input
     # example before creating the model folder and fails (mlflow/mlflow#16183). Both flavors
@@ -170,10 +184,13 @@ def register_model(
         labels={"framework": "keras", "runtime": "onnx", "mode": str(metadata.get("mode", ""))},
         metadata=bento_metadata,
     ) as bento_model:
+        bento_tag = str(bento_model.tag)
+        named = named_files(bento_tag, version) if named_files else {}
+        for path, artifact_dir in named.values():
+            mlflow.log_artifact(str(path), artifact_path=artifact_dir)
         model.save(bento_model.path_of(KERAS_FILE_NAME))
-        for name, (path, _) in files.items():
+        for name, (path, _) in {**files, **named}.items():
             shutil.copyfile(path, bento_model.path_of(name))
-    bento_tag = str(bento_model.tag)
 
     client = mlflow.MlflowClient()
     mlflow.set_tag("bentoml_model_tag", bento_tag)

@@ -2,13 +2,15 @@
 
     data -> backbone + head -> (fast | finetune | scratch) training -> temperature scaling on
     the validation split -> the inference model (calibrated probabilities + embedding)
-    -> novelty detector and review threshold -> test evaluation
-    -> ONNX export checked against Keras -> MLflow + BentoML
+    -> novelty detector and review threshold -> test evaluation (with confidence intervals
+    and slices) -> ONNX export checked against Keras -> int8 copy and its gate
+    -> the non-pet photos measured -> model card -> MLflow + BentoML
 
 Every run is an MLflow run: the whole resolved TrainConfig, the split manifest with its
 fingerprint, per-epoch metrics, phase timings, calibration and open-world metrics, test
 metrics and plots, and the model (registered as `catsdogs`, also saved to the BentoML store
-with its ONNX export and OpenWorld; each records the other's id).
+with its ONNX export, OpenWorld and model card; each records the other's id). The model card
+is written from the metrics as logged (LoggedMetrics), so its numbers are the run's.
 """
 
 import functools
@@ -16,6 +18,7 @@ import logging
 import tempfile
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import keras
@@ -24,10 +27,12 @@ import mlflow
 import numpy as np
 import tensorflow as tf
 
-from catsdogs.answers import OpenWorld, Projection, review_threshold_for
+from catsdogs.answers import OTHER, OpenWorld, Projection, review_threshold_for
 from catsdogs.classifier import Classifier, ModelOutput, onnx_infer
-from catsdogs.config import INT8_ONNX_FILE_NAME, ONNX_FILE_NAME
+from catsdogs.config import INT8_ONNX_FILE_NAME, ONNX_FILE_NAME, ONNX_TOLERANCE
+from catsdogs.errors import RefusedInput
 from catsdogs.novelty import KnnNovelty, MahalanobisNovelty, threshold_for
+from catsdogs.preprocessing import read_image
 from training import evaluate
 from training.architectures import (
     ModelParts,
@@ -49,11 +54,20 @@ from training.drift import REFERENCE_FILE, drift_reference
 from training.export import check_onnx_parity, export_onnx
 from training.heads import fit_logistic_head
 from training.keras_classifier import OPEN_WORLD_ARTIFACTS, keras_infer
+from training.model_card import CardFacts, write_model_card
 from training.progress import SILENT, Progress
-from training.quantize import MIN_GATE_PHOTOS, MIN_SAME_LABEL, check_gate, quantize_int8
+from training.quantize import (
+    MAX_ACCURACY_DROP,
+    MAX_LOG_LOSS_RISE,
+    MIN_GATE_PHOTOS,
+    MIN_SAME_LABEL,
+    check_gate,
+    quantize_int8,
+)
 from training.tracking import (
     EpochMetricsLogger,
     KerasProgress,
+    LoggedMetrics,
     RegisteredModel,
     log_dataset,
     log_environment,
@@ -68,6 +82,8 @@ PHASE_NAMES = {
     "train": "the CNN from random weights",
 }
 SPLITS = ("train", "validation", "test")
+MODEL_CARD_ARTIFACTS = "model_card"
+NONPET_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 
 @dataclass(frozen=True)
@@ -97,14 +113,17 @@ def train(config: TrainConfig, progress: Progress = SILENT) -> TrainResult:
     pixels, labels = {}, {}
     for split in SPLITS:
         pixels[split], labels[split], _ = dataset.select(split)
-    test_names = [sample.path for sample in dataset.select("test")[2]]
+    test_samples = dataset.select("test")[2]
+    test_names = [sample.path for sample in test_samples]
+    test_sizes = np.array([(sample.width, sample.height) for sample in test_samples])
 
     mlflow.set_experiment(config.experiment)
     with mlflow.start_run() as run, tempfile.TemporaryDirectory() as scratch:
         mlflow.log_params(config.model_dump(mode="json"))
         mlflow.log_dict(config.model_dump(mode="json"), "config.json")
         log_environment()
-        log_dataset(dataset, Path(scratch) / "data")
+        logged = LoggedMetrics()  # every metric of the run, as logged: the model card's source
+        log_dataset(dataset, Path(scratch) / "data", logged)
 
         # 1. Train the backbone and head (only the head in fast mode).
         timings: dict[str, float] = {}
@@ -117,7 +136,7 @@ def train(config: TrainConfig, progress: Progress = SILENT) -> TrainResult:
             if config.head == "logreg":
                 with progress.phase("Fit the classifier head (logistic regression)"):
                     head_c = fit_logistic_head(parts.head, embeddings["train"], labels["train"])
-                mlflow.log_metric("head_c", head_c)
+                logged.log({"head_c": head_c})
             else:
                 features = {split: (embeddings[split], labels[split]) for split in embeddings}
                 fit(parts.head, "head", config.head_learning_rate, config.head_epochs, **features)
@@ -134,7 +153,7 @@ def train(config: TrainConfig, progress: Progress = SILENT) -> TrainResult:
                     fit(model, "finetune", config.finetune_learning_rate,
                         config.finetune_epochs, first_step=epochs, **images)  # fmt: skip
             embeddings = _embed(parts, config, pixels, ("train", "validation"), timings, progress)
-        mlflow.log_metrics(timings)
+        logged.log(timings)
 
         # 2. Calibrate: one temperature for the logits, fitted on the validation split.
         validation_logits = parts.head.predict(embeddings["validation"], verbose=0)
@@ -160,32 +179,59 @@ def train(config: TrainConfig, progress: Progress = SILENT) -> TrainResult:
             calibration[f"{split}_ece"] = expected_calibration_error(after, labels[split])
             calibration[f"{split}_log_loss_before"] = log_loss(labels[split], before)
             calibration[f"{split}_log_loss"] = log_loss(labels[split], after)
-        mlflow.log_metrics({f"calibration_{name}": value for name, value in calibration.items()})
+        logged.log(calibration, "calibration_")
 
         # 3. Open-world answers: a novelty detector and a review threshold, calibrated on cat
         # and dog photos only (training photos as the reference, validation for thresholds).
         open_world, novelty_metrics = _fit_open_world(
             config, embeddings["train"], labels["train"], validation, labels["validation"], test
         )
-        mlflow.log_metrics(novelty_metrics)
+        logged.log(novelty_metrics)
         answers = open_world.answer(test.probabilities, test.embeddings, dataset.class_names)
         test_metrics = evaluate.compute_metrics(labels["test"], test.probabilities)
         test_metrics |= evaluate.open_world_metrics(answers)
         test_metrics["ece"] = calibration["test_ece"]
-        mlflow.log_metrics({f"test_{name}": value for name, value in test_metrics.items()})
+        logged.log(test_metrics, "test_")
+        # 95 % intervals, the confusion matrix and accuracy by slice (small, dark, grayscale).
+        logged.log(
+            {
+                **evaluate.interval_metrics(labels["test"], test.probabilities, config.seed),
+                **evaluate.open_world_intervals(answers),
+                **evaluate.confusion_counts(labels["test"], test.probabilities,
+                                            dataset.class_names),
+                **evaluate.slice_metrics(labels["test"], test.probabilities,
+                                         evaluate.slice_masks(pixels["test"], test_sizes)),
+            },
+            "test_",
+        )  # fmt: skip
         _log_plots(dataset, pixels["test"], labels["test"], test, test_names)
 
         with progress.phase("Export to ONNX and check it against Keras on the test photos"):
             # Serving runs the ONNX export: it must give the test split the same outputs.
             onnx_path = export_onnx(model, Path(scratch) / ONNX_FILE_NAME, config.image_size)
             onnx_difference = check_onnx_parity(test, onnx_path, pixels["test"])
-            mlflow.log_metric("onnx_max_abs_diff", onnx_difference)
+            logged.log({"onnx_max_abs_diff": onnx_difference, "onnx_tolerance": ONNX_TOLERANCE})
         progress.done(f"largest probability difference {onnx_difference:.1e}")
 
         # 4. The int8 copy that serving runs by default: gated against fp32 on the test split,
         # with its own novelty threshold and review threshold (from its own outputs).
         int8 = _int8_copy(config, dataset, onnx_path, pixels, labels, test, Path(scratch),
-                          progress)  # fmt: skip
+                          logged, progress)  # fmt: skip
+
+        # 5. Photos with no cat or dog, only ever measured: the share each precision calls
+        # "other", through the ONNX copies that serving runs.
+        nonpet = _nonpet_pixels(config.nonpet_dir, config.image_size)
+        if nonpet is not None:
+            with progress.phase(f"Measure the {len(nonpet)} non-pet photos in {config.nonpet_dir}"):
+                runs = {"": (_onnx_classifier(onnx_path, dataset, config, "fp32"), open_world)}
+                if int8:
+                    runs["int8_"] = (int8.classifier, int8.open_world)
+                logged.log(_nonpet_metrics(nonpet, runs, dataset.class_names))
+            progress.done(
+                "called other: "
+                + ", ".join(f"{prefix[:-1] or 'fp32'} {logged[f'{prefix}nonpet_other_rate']:.1%}"
+                            for prefix in runs)
+            )  # fmt: skip
 
         metadata = {
             "class_names": list(dataset.class_names),
@@ -214,6 +260,28 @@ def train(config: TrainConfig, progress: Progress = SILENT) -> TrainResult:
             saved.append(int8.open_world.save(Path(scratch) / "open_world", "int8"))
         for path in (*saved, *(path.with_suffix(".json") for path in saved)):
             files[path.name] = (path, OPEN_WORLD_ARTIFACTS)
+
+        # 6. The model card: every number from `logged`; it names the model, so it is written
+        # once the BentoML tag and the MLflow version exist (inside register_model).
+        reliability = evaluate.plot_reliability(labels["test"], test.probabilities)
+
+        def model_card(bento_tag: str, mlflow_version: str) -> dict[str, tuple[Path, str]]:
+            facts = CardFacts(
+                bento_tag=bento_tag,
+                mlflow_run_id=run.info.run_id,
+                mlflow_model_version=mlflow_version,
+                trained_at=datetime.fromtimestamp(run.info.start_time / 1000, UTC).strftime(
+                    "%Y-%m-%d %H:%M UTC"
+                ),
+                config=config,
+                dataset_fingerprint=dataset.fingerprint,
+                class_names=tuple(dataset.class_names),
+                metrics=logged,
+                int8_skipped=metadata["int8_gate"].get("skipped"),
+            )
+            paths = write_model_card(facts, reliability, Path(scratch) / MODEL_CARD_ARTIFACTS)
+            return {name: (path, MODEL_CARD_ARTIFACTS) for name, path in paths.items()}
+
         with progress.phase("Log the model to MLflow and save it to the BentoML store"):
             registered = register_model(
                 model,
@@ -227,7 +295,9 @@ def train(config: TrainConfig, progress: Progress = SILENT) -> TrainResult:
                 metadata=metadata,
                 test_metrics=test_metrics,
                 force_champion=config.force_champion,
+                named_files=model_card,
             )
+        plt.close(reliability)
     return TrainResult(run.info.run_id, test_metrics, registered, timings, open_world)
 
 
@@ -260,6 +330,7 @@ def _embed(
 @dataclass(frozen=True)
 class Int8Copy:
     path: Path
+    classifier: Classifier
     open_world: OpenWorld
     metrics: dict[str, float]
 
@@ -272,6 +343,7 @@ def _int8_copy(
     labels: dict[str, np.ndarray],
     test: ModelOutput,
     scratch: Path,
+    logged: LoggedMetrics,
     progress: Progress,
 ) -> Int8Copy | None:
     """The int8 model, its gate's numbers (raises QuantizationGateError when it fails) and
@@ -283,8 +355,7 @@ def _int8_copy(
     with progress.phase("Quantize to int8 and gate it against fp32 on the test photos"):
         calibration = _calibration_photos(pixels["train"], config.quantization_photos)
         path = quantize_int8(onnx_path, scratch / INT8_ONNX_FILE_NAME, calibration)
-        int8 = Classifier(onnx_infer(path), dataset.class_names, config.image_size, "int8",
-                          runtime="onnx")  # fmt: skip
+        int8 = _onnx_classifier(path, dataset, config, "int8")
         outputs = {split: int8.predict_pixels(pixels[split]) for split in SPLITS}
         gate = check_gate(test, outputs["test"], labels["test"])
         open_world, novelty = _fit_open_world(
@@ -298,13 +369,16 @@ def _int8_copy(
             **evaluate.open_world_metrics(answers),
             "ece": expected_calibration_error(outputs["test"].probabilities, labels["test"]),
             **novelty,
+            "gate_min_same_label": MIN_SAME_LABEL,
+            "gate_max_accuracy_drop": MAX_ACCURACY_DROP,
+            "gate_max_log_loss_rise": MAX_LOG_LOSS_RISE,
         }
-        mlflow.log_metrics({f"int8_{name}": value for name, value in metrics.items()})
+        logged.log(metrics, "int8_")
     progress.done(
         f"same label as fp32 on {gate.same_label:.1%} of the test photos; accuracy "
         f"{gate.accuracy_int8:.4f} (fp32 {gate.accuracy_fp32:.4f})"
     )
-    return Int8Copy(path, open_world, metrics)
+    return Int8Copy(path, int8, open_world, metrics)
 
 
 def _no_int8_reason(test_labels: np.ndarray) -> str:
@@ -320,9 +394,46 @@ def _calibration_photos(train_pixels: np.ndarray, count: int) -> np.ndarray:
     return train_pixels[::step][:count]
 
 
+def _nonpet_pixels(folder: Path | None, image_size: int) -> np.ndarray | None:
+    """The prepared photos of the non-pet folder; None when there is none (or no photos)."""
+    if folder is None or not folder.is_dir():
+        logger.info("no non-pet photos measured: %s is not a folder", folder)
+        return None
+    pixels = []
+    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in NONPET_SUFFIXES):
+        try:
+            pixels.append(read_image(path, image_size).pixels)
+        except RefusedInput as refusal:
+            logger.warning("non-pet photo %s skipped: %s", path, refusal)
+    return np.stack(pixels) if pixels else None
+
+
+def _nonpet_metrics(
+    pixels: np.ndarray,
+    runs: dict[str, tuple[Classifier, OpenWorld]],
+    class_names: tuple[str, ...],
+) -> dict[str, float]:
+    """nonpet_count, and per precision (its metric prefix) the share of the photos called
+    other with its Wilson interval."""
+    metrics: dict[str, float] = {"nonpet_count": len(pixels)}
+    for prefix, (classifier, open_world) in runs.items():
+        output = classifier.predict_pixels(pixels)
+        answers = open_world.answer(output.probabilities, output.embeddings, class_names)
+        metrics |= evaluate.proportion(f"{prefix}nonpet_other_rate",
+                                       [answer.label == OTHER for answer in answers])  # fmt: skip
+    return metrics
+
+
 def _classifier(model: keras.Model, dataset: Dataset, config: TrainConfig) -> Classifier:
     return Classifier(keras_infer(model, config.image_size), dataset.class_names,
                       config.image_size, "training", runtime="keras")  # fmt: skip
+
+
+def _onnx_classifier(
+    path: Path, dataset: Dataset, config: TrainConfig, precision: str
+) -> Classifier:
+    return Classifier(onnx_infer(path), dataset.class_names, config.image_size, precision,
+                      runtime="onnx")  # fmt: skip
 
 
 def _fit_open_world(

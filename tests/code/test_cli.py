@@ -92,7 +92,7 @@ def trained_configs(monkeypatch):
         configs.append(config)
         metrics = {"accuracy": 1.0, "log_loss": 0.1, "count": 2}
         registered = RegisteredModel("1", "models:/catsdogs/1", "catsdogs:x", True, "first")
-        return TrainResult("run", metrics, registered, {})
+        return TrainResult("run", metrics, registered, {}, open_world=None)
 
     monkeypatch.setattr(training.train, "train", fake_train)
     return configs

@@ -12,9 +12,10 @@ import pytest
 from typer.testing import CliRunner
 
 from catsdogs.answers import OTHER, OpenWorld
+from catsdogs.config import MODEL_CARD_FILE
 from catsdogs.model_loader import load_bento_classifier
 from catsdogs.preprocessing import read_image
-from helpers import FULL_DATA_DIR
+from helpers import FULL_DATA_DIR, NONPET_DIR
 from training.cli import app
 from training.keras_classifier import OPEN_WORLD_ARTIFACTS, load_classifier
 from training.quantize import MAX_ACCURACY_DROP, MAX_LOG_LOSS_RISE, MIN_SAME_LABEL
@@ -25,7 +26,7 @@ MIN_TEST_ACCURACY = 0.97
 MAX_TEST_OTHER_RATE = 0.01  # cat and dog photos called "other"
 MIN_NONPET_CAUGHT = 0.90  # non-pet photos called "other"
 MAX_TEST_ECE = 0.02
-NONPET_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "nonpet"
+# The committed non-pet photos: only ever measured (data/nonpet/SOURCES.md).
 
 
 def test_accuracy_and_calibration(full_model):
@@ -50,6 +51,10 @@ def test_cats_and_dogs_are_rarely_other_and_non_pets_mostly_are(full_model):
     print(f"non-pet photos called other: {sum(caught)} of {len(photos)}; missed: {missed}")
     assert np.mean(caught) >= MIN_NONPET_CAUGHT, missed
     assert all(answer.needs_review for answer in answers if answer.label == OTHER)
+    # Training measured the same photos with the same fp32 export and detector.
+    logged = mlflow.MlflowClient().get_run(full_model.run_id).data.metrics
+    assert logged["nonpet_count"] == len(photos)
+    assert logged["nonpet_other_rate"] == pytest.approx(np.mean(caught), abs=1e-12)
 
 
 def test_thresholds_and_reference_load_back_identically(full_model, tmp_path):
@@ -79,6 +84,8 @@ def test_the_int8_copy_is_gated_and_evaluates_as_logged(full_model):
     bento_model = bentoml.models.get(full_model.registered.bento_tag)
     assert bento_model.info.metadata["int8_gate"]["same_label"] == gate["same_label"]
     assert Path(bento_model.path_of("model.int8.onnx")).is_file()
+    card = Path(bento_model.path_of(MODEL_CARD_FILE)).read_text()
+    assert f"| same label as fp32 | {gate['same_label']:.4f} |" in card
     result = CliRunner().invoke(
         app,
         ["evaluate", str(FULL_DATA_DIR), "--model", full_model.registered.bento_tag,

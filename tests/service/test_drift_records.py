@@ -7,19 +7,17 @@ and darker, and photos with no cat or dog, do, and the job names the fields that
 false-alarm rate is measured over disjoint windows of the undrifted records."""
 
 import io
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from helpers import FULL_DATA_DIR, wait_until
+from helpers import FULL_DATA_DIR, NONPET_DIR, wait_until
 from training.data import load_dataset
 from training.drift import Window, compare, load_reference, read_records, reference_path, run_drift
 
 pytestmark = pytest.mark.slow
-NONPET_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "nonpet"
 WINDOWS = 3  # disjoint windows of the undrifted records, for the false-alarm rate
 
 

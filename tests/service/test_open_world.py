@@ -8,9 +8,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers import photos
+from helpers import NONPET_DIR, photos
 
-NONPET_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "nonpet"
 pytestmark = pytest.mark.slow
 
 

@@ -1,6 +1,6 @@
-"""The committed non-pet photo set (tests/fixtures/nonpet) is complete, intact and documented.
+"""The committed non-pet photo set (data/nonpet) is complete, intact and documented.
 
-The set is for testing the "other" answer only, never for tuning it (see SOURCES.md there).
+The set only ever measures the "other" answer, never tunes it (see SOURCES.md there).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-# Resolved from this file: tests/conftest.py runs the session inside a temporary folder.
-NONPET_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "nonpet"
+from helpers import NONPET_DIR
+
 MANIFEST = NONPET_DIR / "manifest.csv"
 SOURCES = NONPET_DIR / "SOURCES.md"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
