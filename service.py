@@ -3,7 +3,8 @@
 One service, one process per worker, the model's ONNX export run by ONNX Runtime. The logic
 lives in the `catsdogs` package: catsdogs.predictor (check, decode, batch, classify, record),
 catsdogs.middleware (the upload routes' HTTP path, API keys, rate limits, request logs) and
-catsdogs.pages (the docs page and OpenAPI document); this file declares the service.
+catsdogs.pages (the upload page, the docs page and the OpenAPI document); this file declares
+the service.
 """
 
 import logging
@@ -47,7 +48,7 @@ async def health(_: Request) -> JSONResponse:
                 "options": {"log_path": str(SETTINGS.monitoring_dir)}},
 )  # fmt: skip
 # Mounted passively at "/": it answers its own paths and leaves every other one to BentoML.
-@bentoml.asgi_app(pages.pages_app(health), path="/")
+@bentoml.asgi_app(pages.pages_app(health, SETTINGS), path="/")
 class CatsDogs:
     """Cats vs dogs: upload a photo to /predict (or several to /predict_batch)."""
 
