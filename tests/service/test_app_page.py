@@ -332,7 +332,8 @@ def test_every_refusal_in_plain_words_and_the_good_photo_still_answered(
         assert sorted(upload["file"] for upload in seen.uploads) == sorted(
             ["notes.jpg", "tiny.png", "empty.jpg", dog.name]
         )
-        assert seen.page.locator("#progress-text").inner_text() == "5 of 5 done"
+        # All done (the drop may have come after the others had finished: a run of its own).
+        assert re.fullmatch(r"(\d) of \1 done", seen.page.locator("#progress-text").inner_text())
 
 
 def _answer(label: str, confidence: float, needs_review: bool) -> dict:
