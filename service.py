@@ -3,8 +3,8 @@
 One service, one process per worker, the model's ONNX export run by ONNX Runtime. The logic
 lives in the `catsdogs` package: catsdogs.predictor (check, decode, batch, classify, record),
 catsdogs.middleware (the upload routes' HTTP path, API keys, rate limits, request logs) and
-catsdogs.pages (the docs page, OpenAPI document and model card); this file declares the
-service.
+catsdogs.pages (the upload page, the docs page, the OpenAPI document and the model card); this
+file declares the service.
 """
 
 import logging
@@ -54,7 +54,7 @@ def model_file(name: str) -> Path:
                 "options": {"log_path": str(SETTINGS.monitoring_dir)}},
 )  # fmt: skip
 # Mounted passively at "/": it answers its own paths and leaves every other one to BentoML.
-@bentoml.asgi_app(pages.pages_app(health, model_file), path="/")
+@bentoml.asgi_app(pages.pages_app(health, SETTINGS, model_file), path="/")
 class CatsDogs:
     """Cats vs dogs: upload a photo to /predict (or several to /predict_batch)."""
 

@@ -1,6 +1,11 @@
-"""What the service serves besides its API: the API docs page, the OpenAPI document with every
-answer the upload routes give, /health, the served model's model card (/model-card, and its
-markdown at /model-card.md), and its static files.
+"""What the service serves besides its API: the upload page (/app) and the limits it reads
+(/app/config), the API docs page, the OpenAPI document with every answer the upload routes
+give, /health, the served model's model card (/model-card, and its markdown at
+/model-card.md), and its static files.
+
+The upload page is plain HTML, CSS and JavaScript in catsdogs/web/ (app.html, app.css, app.js):
+it loads nothing from the internet either, and its Content-Security-Policy says so to the
+browser.
 
 The docs page is Swagger UI from BentoML's own copy of its files, without the tag manager
 BentoML's page loads from the internet: it works offline and tells no third party about a
@@ -15,24 +20,37 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 import catsdogs
 from catsdogs.config import MODEL_CARD_FILE, MODEL_CARD_HTML_FILE
 from catsdogs.schema import ErrorResponse
+from catsdogs.settings import ServiceSettings
 
 WEB_DIR = Path(__file__).parent / "web"
+APP_PATH = "/app"
+APP_CONFIG_PATH = "/app/config"
 DOCS_PATH = "/docs"
-HOME_REDIRECT = DOCS_PATH
+HOME_REDIRECT = APP_PATH
 # The model card's routes: the file of the served model each answers with, and its type.
 MODEL_CARD_ROUTES = {
     "/model-card": (MODEL_CARD_HTML_FILE, "text/html; charset=utf-8"),
     "/model-card.md": (MODEL_CARD_FILE, "text/markdown; charset=utf-8"),
 }
 # What the service serves besides its API, health and metrics (for bounded metric labels).
-PATHS = ("/", DOCS_PATH, "/docs.json", "/health", *MODEL_CARD_ROUTES)
+PATHS = ("/", APP_PATH, f"{APP_PATH}/", APP_CONFIG_PATH, DOCS_PATH, "/docs.json", "/health",
+         *MODEL_CARD_ROUTES)  # fmt: skip
+# The upload page may load its own files and blob: thumbnails, and talk to this service only.
+APP_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+    "img-src 'self' blob: data:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
 STATIC_PREFIXES = ("/static_content", "/web")
 
 # The answers of an upload route besides 200, and when each is given.
@@ -58,13 +76,37 @@ with an image content type; send several to `/predict_batch` (repeat `file`). Ev
 JSON, `{"error": "...", "reason": "..."}`, with the status listed under each route."""
 
 
+def app_config(settings: ServiceSettings) -> dict:
+    """What the upload page needs to know before it uploads: the limits it can check itself
+    (a file over max_bytes is refused before it is sent) and whether it must ask for a key."""
+    return {
+        "max_bytes": settings.max_bytes,
+        "max_files": settings.max_files,
+        "min_side": settings.min_side,
+        "api_keys": bool(settings.api_key_digests),
+    }
+
+
 def pages_app(
-    health: Callable[[Request], Any], model_file: Callable[[str], Path] | None = None
+    health: Callable[[Request], Any],
+    settings: ServiceSettings,
+    model_file: Callable[[str], Path] | None = None,
 ) -> Starlette:
-    """GET /health, GET /docs (the API docs page) and the page's own files under /web, and
-    the model card: model_file(name) is the path of one of the served model's files (called
-    per request; None: no model card). The card's HTML page is self-contained (inline CSS,
-    its plot a data: URL): it loads nothing from anywhere."""
+    """GET /health, GET /app (the upload page) and /app/config (its settings), GET /docs (the
+    API docs page), the pages' own files under /web, and the model card: model_file(name) is
+    the path of one of the served model's files (called per request; None: no model card).
+    The card's HTML page is self-contained (inline CSS, its plot a data: URL): it loads
+    nothing from anywhere."""
+    config = app_config(settings)
+
+    async def app_page(_: Request) -> FileResponse:
+        return FileResponse(WEB_DIR / "app.html", headers=APP_PAGE_HEADERS)
+
+    async def app_settings(_: Request) -> JSONResponse:
+        return JSONResponse(config, headers={"Cache-Control": "no-store"})
+
+    async def app_slash(_: Request) -> RedirectResponse:
+        return RedirectResponse(APP_PATH)
 
     async def docs_page(_: Request) -> FileResponse:
         return FileResponse(WEB_DIR / "docs.html")
@@ -83,6 +125,9 @@ def pages_app(
     return Starlette(
         routes=[
             Route("/health", health),
+            Route(APP_PATH, app_page),
+            Route(f"{APP_PATH}/", app_slash),
+            Route(APP_CONFIG_PATH, app_settings),
             Route(DOCS_PATH, docs_page),
             *(Route(path, model_card) for path in MODEL_CARD_ROUTES),
             Mount("/web", StaticFiles(directory=WEB_DIR), name="web"),

@@ -1,6 +1,6 @@
-"""Helpers every test shares: where the photos are, free ports, waiting for a condition,
-starting and stopping a server by its process group (`bentoml serve` among them), and
-multipart bodies.
+"""Helpers every test shares: where the photos are, the browser the page tests drive, free
+ports, waiting for a condition, starting and stopping a server by its process group
+(`bentoml serve` among them), and multipart bodies.
 
 Import them as `from helpers import ...` (pytest puts tests/ on the path through conftest.py).
 """
@@ -30,6 +30,17 @@ FULL_DATA_DIR = Path(
     os.environ.get("CATSDOGS_FULL_DATA", ROOT.parent / "shared" / "datasets" / "catsdogs")
 )
 LABELS = ("cat", "dog")
+# The browser tests drive Debian's Chromium (.ci/run installs the package where it is missing).
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def photo_dir() -> Path:

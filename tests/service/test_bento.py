@@ -62,6 +62,8 @@ def test_bento_packs_the_serving_code_only(built_bento):
     assert "service.py" in files
     assert "catsdogs/__init__.py" in files
     assert {f"catsdogs/{p.name}" for p in (ROOT / "catsdogs").glob("*.py")} <= files
+    # The pages' own files: the docs page and the upload page (/app).
+    assert {f"catsdogs/web/{p.name}" for p in (ROOT / "catsdogs" / "web").iterdir()} <= files
     for excluded in ("training/", "tests/", "data/", ".venv/", "mlruns/"):
         assert not [f for f in files if f.startswith(excluded)], excluded
     assert not [f for f in files if f.endswith((".jpg", ".keras", ".db"))]

@@ -6,6 +6,7 @@ from starlette.responses import JSONResponse
 from starlette.testclient import TestClient
 
 from catsdogs import pages
+from catsdogs.settings import ServiceSettings
 
 
 def test_model_card_page_and_markdown_are_served(server):
@@ -24,7 +25,9 @@ def test_model_card_page_and_markdown_are_served(server):
 
 
 def test_model_card_of_a_model_without_one_is_a_json_404(tmp_path):
-    app = pages.pages_app(lambda _: JSONResponse({}), lambda name: tmp_path / name)
+    app = pages.pages_app(
+        lambda _: JSONResponse({}), ServiceSettings(), lambda name: tmp_path / name
+    )
     with TestClient(app) as client:
         for path in pages.MODEL_CARD_ROUTES:
             response = client.get(path)

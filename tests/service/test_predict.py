@@ -67,8 +67,9 @@ def test_health_endpoints(server):
     for path in ("/livez", "/readyz", "/healthz"):
         assert httpx.get(f"{server.url}{path}", timeout=10).status_code == 200, path
     home = httpx.get(f"{server.url}/", timeout=10, follow_redirects=True)
-    assert home.url.path == "/docs" and "swagger-ui" in home.text
-    assert "googletagmanager" not in home.text
+    assert home.url.path == "/app" and 'type="file"' in home.text  # the upload page
+    docs = httpx.get(f"{server.url}/docs", timeout=10)
+    assert "swagger-ui" in docs.text and "googletagmanager" not in docs.text
 
 
 def test_bentoml_python_client(server, tmp_path):
