@@ -20,7 +20,7 @@ from catsdogs import pages, route_metrics
 from catsdogs.errors import RefusedInput
 from catsdogs.metrics import service_metrics
 from catsdogs.middleware import RequestGuard, configure_request_logging, upload_routes
-from catsdogs.model_loader import classifier_from_bento_model
+from catsdogs.model_loader import classifier_from_bento_model, served_precision
 from catsdogs.predictor import Predictor
 from catsdogs.schema import PredictionResponse
 from catsdogs.settings import load_settings
@@ -35,7 +35,8 @@ logger = logging.getLogger("catsdogs.service")
 
 
 async def health(_: Request) -> JSONResponse:
-    return JSONResponse({"status": "ok", "model": str(MODEL.tag), "precision": SETTINGS.precision})
+    precision = served_precision(MODEL.resolve(), SETTINGS.precision)
+    return JSONResponse({"status": "ok", "model": str(MODEL.tag), "precision": precision})
 
 
 def model_file(name: str) -> Path:

@@ -11,7 +11,9 @@ CLASS_NAMES: tuple[str, ...] = ("cat", "dog")
 """Output order of the classifier: index i of the probability vector is CLASS_NAMES[i]."""
 
 DEFAULT_IMAGE_SIZE = 224
-"""Side of the square RGB image the model takes (MobileNetV2's ImageNet size)."""
+"""Side of the square RGB image a model is trained at by default (MobileNetV2's ImageNet
+size; benchmarks/CROSSVAL.md weighs larger ones). A trained model's own size is in its
+metadata, which is what serving reads."""
 
 KERAS_FILE_NAME = "model.keras"
 """File name of the saved Keras model inside a BentoML model directory."""

@@ -34,10 +34,9 @@ def classifier_from_bento_model(
     if precision not in ONNX_FILES:
         raise ValueError(f"precision must be one of {sorted(ONNX_FILES)}, not {precision!r}")
     metadata = checked_metadata(dict(bento_model.info.metadata), str(bento_model.tag))
-    skipped = metadata.get("int8_gate", {}).get("skipped")
-    if precision == "int8" and skipped:
-        # Too few test photos to gate an int8 copy (the embedded sample): the fp32 model.
-        logger.warning("model %s has no int8 copy (%s)", bento_model.tag, skipped)
+    if served_precision(bento_model, precision) != precision:
+        reason = metadata["int8_gate"]["skipped"]
+        logger.warning("model %s has no int8 copy (%s): serving fp32", bento_model.tag, reason)
         precision = "fp32"
     path = Path(bento_model.path_of(ONNX_FILES[precision]))
     if not path.is_file():
@@ -51,6 +50,13 @@ def classifier_from_bento_model(
     classifier = classifier_from_metadata(infer, metadata, str(bento_model.tag), "onnx", open_world)
     classifier.precision = precision
     return classifier
+
+
+def served_precision(bento_model: Any, precision: str) -> str:
+    """The precision a model runs at when precision is asked for: fp32 when int8 is asked for
+    but training made no int8 copy (too few test photos to gate one, as in the sample)."""
+    skipped = bento_model.info.metadata.get("int8_gate", {}).get("skipped")
+    return "fp32" if precision == "int8" and skipped else precision
 
 
 def load_open_world(folder: Path, precision: str = "fp32") -> OpenWorld | None:

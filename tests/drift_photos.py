@@ -2,9 +2,9 @@
 
 The fields the service logs (or will log: the record contract in training/drift.py) are
 computed here from each photo the way the service sees it: width and height of the decoded
-photo, brightness (mean pixel) and saturation (mean HSV saturation) of the prepared 224x224
-image, and the upload's size in bytes. Two stand-ins, until the service and training provide
-the real ones:
+photo, brightness (mean pixel) and saturation (mean HSV saturation) of the prepared image
+(at the default model size), and the upload's size in bytes. Two stand-ins, until the service
+and training provide the real ones:
 
 - `label` is the photo's true label (the model is ~99% right on these photos);
 - `embedding_00`..`embedding_15` are a STAND-IN for the model's 16-dim embedding projection:

@@ -213,6 +213,17 @@ class Server:
         ]
 
 
+def default_precision(model_tag: str) -> str:
+    """What a server on default settings runs model_tag at: its int8 copy when training made
+    one (the gate passed), else fp32. Read from the model's files, not from serving code."""
+    import bentoml
+
+    from catsdogs.config import INT8_ONNX_FILE_NAME
+
+    model_dir = Path(bentoml.models.get(model_tag).path)
+    return "int8" if (model_dir / INT8_ONNX_FILE_NAME).is_file() else "fp32"
+
+
 @contextlib.contextmanager
 def run_bentoml_serve(target: str, workdir: Path, model_tag: str, **env: str):
     """`bentoml serve TARGET` on a free loopback port; waits for /readyz; stops it by PID."""

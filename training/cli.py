@@ -274,9 +274,15 @@ def evaluate(
         )
         metrics |= open_world_metrics(answers)
     if as_json:
-        report = {"model": classifier.source, "runtime": classifier.runtime,
-                  "precision": classifier.precision, "split": split}  # fmt: skip
-        typer.echo(json.dumps({**report, **metrics}, indent=2))
+        # The metrics apart: "precision" is both a metric and the model's numeric precision.
+        report = {
+            "model": classifier.source,
+            "runtime": classifier.runtime,
+            "precision": classifier.precision,
+            "split": split,
+            "metrics": metrics,
+        }
+        typer.echo(json.dumps(report, indent=2))
     else:
         typer.echo(f"model {classifier.source} ({classifier.runtime}) on {data_dir} ({split})")
         typer.echo(format_metrics_table(metrics))

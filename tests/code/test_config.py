@@ -103,7 +103,7 @@ def test_config_is_frozen() -> None:
     with pytest.raises(ValidationError):
         config.image_size = 64
     assert config.mode == "fast"
-    assert config.image_size == 224
+    assert config.image_size == DEFAULT_IMAGE_SIZE
 
 
 def test_string_path_becomes_a_path(tmp_path: Path) -> None:

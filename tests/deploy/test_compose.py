@@ -305,12 +305,17 @@ def test_compose_runs_the_upstream_images():
 
 def test_local_build_override_builds_mlflow_and_prometheus_on_the_service_base():
     override = _load(LOCAL_BUILD)["services"]
-    assert set(override) == {"mlflow", "prometheus"}
+    assert set(override) == {"mlflow", "prometheus", "pushgateway"}
     mlflow_pin = re.search(r'"mlflow==([^"]+)"', (ROOT / "pyproject.toml").read_text()).group(1)
-    for name, service in override.items():
+    for service in override.values():
         # A local name, never the upstream one, and never pulled.
-        assert service["image"].startswith("localhost/"), name
-        assert service["pull_policy"] == "never", name
+        assert service["image"].startswith("localhost/"), service
+        assert service["pull_policy"] == "never", service
+    # The Pushgateway runs the Prometheus image's second binary (nothing more to build).
+    pushgateway = override.pop("pushgateway")
+    assert "build" not in pushgateway and pushgateway["image"] == override["prometheus"]["image"]
+    assert pushgateway["entrypoint"] == ["/usr/bin/prometheus-pushgateway"]
+    for name, service in override.items():
         containerfile = (
             COMPOSE.parent / service["build"]["context"] / service["build"]["dockerfile"]
         )
@@ -327,7 +332,7 @@ def test_local_build_override_builds_mlflow_and_prometheus_on_the_service_base()
     assert 'ENTRYPOINT ["/usr/bin/prometheus"]' in prometheus
     # The healthcheck's probe exists in the image.
     assert "wget" in _load(COMPOSE)["services"]["prometheus"]["healthcheck"]["test"]
-    assert re.search(r"apt-get install .*\bwget\b", prometheus)
+    assert re.search(r"apt-get install [^&]*\bprometheus-pushgateway\b[^&]*\bwget\b", prometheus)
 
 
 def test_api_keys_override_mounts_a_secret_and_sets_the_key_file():

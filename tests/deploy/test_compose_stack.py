@@ -45,8 +45,9 @@ READY_PATHS = {
     "mlflow": "/health",
     "prometheus": "/-/ready",
     "grafana": "/api/health",
+    "pushgateway": "/-/ready",
 }
-UPSTREAM = ("mlflow", "prometheus", "grafana")
+UPSTREAM = ("mlflow", "prometheus", "pushgateway", "grafana")
 READY_TIMEOUT = 300
 SCRAPE_TIMEOUT = 120  # prometheus.yml scrapes every 15 s
 
@@ -109,7 +110,8 @@ def stack(service_image, tmp_path_factory) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("compose")
     compose = yaml.safe_load(COMPOSE.read_text())
     local_build = not _upstream_images_pulled(compose)
-    services = ["catsdogs", "mlflow", "prometheus"] + ([] if local_build else ["grafana"])
+    services = ["catsdogs", "mlflow", "prometheus", "pushgateway"]
+    services += [] if local_build else ["grafana"]
     override = workdir / "ports.override.yml"
     urls = _ports_override(override, compose, services)
     stack = Stack(
@@ -200,7 +202,7 @@ def test_training_logs_a_run_to_the_mlflow_server(stack, tmp_path):
     )  # fmt: skip
     stack.metrics["train_seconds"] = round(time.monotonic() - started, 1)
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
-    match = re.search(r"MLflow run (\w+), model models:/catsdogs/(\d+)", result.stdout)
+    match = re.search(r"MLflow:\s+run (\w+), model models:/catsdogs/(\d+)", result.stdout)
     assert match, result.stdout[-3000:]
     run_id, version = match.groups()
 
@@ -236,14 +238,18 @@ def _query(stack: Stack, query: str) -> list[dict]:
     return response.json()["data"]["result"]
 
 
-def test_prometheus_scrapes_the_service(stack):
-    photo = ROOT / "data" / "sample" / "dog" / "dog.1.jpg"
+def _predict(stack: Stack, sample: str) -> None:
+    photo = ROOT / "data" / "sample" / sample
     response = httpx.post(
         f"{stack.urls['catsdogs']}/predict",
         files={"file": (photo.name, photo.read_bytes())},
         timeout=60,
     )
     assert response.status_code == 200, response.text
+
+
+def test_prometheus_scrapes_the_service(stack):
+    _predict(stack, "dog/dog.1.jpg")
     wanted = [
         'catsdogs_predictions_total{job="catsdogs"}',
         'bentoml_service_request_total{job="catsdogs"}',
@@ -259,6 +265,36 @@ def test_prometheus_scrapes_the_service(stack):
         time.sleep(2)
     assert target["scrapeUrl"] == "http://catsdogs:3000/metrics"  # the compose service name
     assert {row["metric"]["label"] for row in results[wanted[0]]} >= {"dog"}
+
+
+def test_a_drift_run_reaches_prometheus_through_the_pushgateway(stack, tmp_path):
+    """The drift job's path, on the service's own records: copied out of the running
+    container, compared by `catsdogs drift` with the served model's reference, its gauges
+    pushed to the stack's Pushgateway and scraped from there by Prometheus. (The drift-job
+    service itself needs the training image, which is not built yet.)"""
+    _predict(stack, "cat/cat.102.jpg")
+    records = tmp_path / "monitoring"
+    source = f"{stack.container('catsdogs')}:/var/lib/catsdogs/monitoring"
+    deadline = time.monotonic() + 60
+    while not list(records.rglob("*.log*")):  # bentoml.monitor writes in the background
+        assert time.monotonic() < deadline, "the service wrote no prediction records"
+        time.sleep(2)
+        shutil.rmtree(records, ignore_errors=True)
+        run("podman", "cp", source, str(records))
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "catsdogs"), "drift", str(records), "--out",
+         str(tmp_path / "report"), "--pushgateway", stack.urls["pushgateway"],
+         "--min-records", "2", "--no-embedding-view"],
+        capture_output=True, text=True, timeout=600, env=stack.env,
+    )  # fmt: skip
+    # 0: no drift found (or too few records to tell), 3: drift found; both are a run.
+    assert result.returncode in (0, 3), result.stdout + result.stderr
+    query = 'catsdogs_drift_last_run_timestamp_seconds{job="catsdogs-drift"}'
+    deadline = time.monotonic() + SCRAPE_TIMEOUT
+    while not (rows := _query(stack, query)):
+        assert time.monotonic() < deadline, f"Prometheus has no {query}"
+        time.sleep(2)
+    assert abs(float(rows[0]["value"][1]) - time.time()) < SCRAPE_TIMEOUT + 600
 
 
 def test_prometheus_loads_the_alert_rules(stack):

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from helpers import SAMPLE_DIR, free_port, run_smoke_test, wait_for_ready
+from helpers import SAMPLE_DIR, default_precision, free_port, run_smoke_test, wait_for_ready
 
 from .conftest import PODMAN_MISSING
 from .tools import run
@@ -129,7 +129,11 @@ def test_container_passes_the_smoke_test(running_image):
     result = run_smoke_test(running_image.url)
     assert result.returncode == 0, result.stdout + result.stderr
     health = httpx.get(f"{running_image.url}/health", timeout=30).json()
-    assert health == {"status": "ok", "model": running_image.model_tag, "precision": "fp32"}
+    assert health == {
+        "status": "ok",
+        "model": running_image.model_tag,
+        "precision": default_precision(running_image.model_tag),
+    }
 
 
 def test_container_runs_as_a_non_root_user(running_image):

@@ -53,15 +53,15 @@ def test_the_base_lists_them_and_they_are_schema_valid():
 def test_every_pod_writes_to_its_own_folder_of_the_shared_volume():
     pod = _pod(DEPLOYMENT)
     [container] = pod["containers"]
-    root = CONFIG["data"]["CATSDOGS_MONITORING_DIR"]
-    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    [root] = [m["mountPath"] for m in container["volumeMounts"] if m["name"] == "monitoring"]
     volumes = {v["name"]: v for v in pod["volumes"]}
-    claim = volumes[mounts[root]]["persistentVolumeClaim"]["claimName"]
+    claim = volumes["monitoring"]["persistentVolumeClaim"]["claimName"]
     assert claim == CLAIM["metadata"]["name"]
     assert CLAIM["spec"]["accessModes"] == ["ReadWriteMany"]  # pods on many nodes + the job
     env = {item["name"]: item for item in container["env"]}
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
-    # envFrom (the ConfigMap) first, then env in order, each $(VAR) seeing the ones before.
+    # The kubelet expands $(VAR) from the variables defined before it (envFrom's included).
+    assert "CATSDOGS_MONITORING_DIR" not in CONFIG["data"]  # env would override it anyway
     known = dict(CONFIG["data"]) | {"POD_NAME": "catsdogs-7d9f-abcde"}
     records = _expand(env["CATSDOGS_MONITORING_DIR"]["value"], known)
     assert records == f"{root}/catsdogs-7d9f-abcde"

@@ -1,7 +1,7 @@
 """deploy/k8s for real: the Kustomize base rendered by `kubectl kustomize` (with the session's
 image set through an overlay's `images:`), and its Deployment and ConfigMap run with
 `podman kube play` on the image the container test uses. The pod must start as the manifest's
-non-root user, with its read-only root filesystem, its emptyDir mounts, the environment from
+non-root user, with its read-only root filesystem, its writable volumes, the environment from
 the ConfigMap, answering probes, and pass scripts/smoke_test.py. `podman kube down` removes it
 at the end, whatever happened.
 
@@ -11,7 +11,13 @@ bookworm's):
   - the emptyDir volumes get a unique suffix: podman makes each one a named volume of that
     name, which must neither collide with another volume on the machine nor outlive the test;
   - the optional API-key Secret volume is dropped: podman 4.3 fails on a missing Secret even
-    with `optional: true`, and does not mount a present one. test_k8s.py checks it instead.
+    with `optional: true`, and does not mount a present one. test_k8s.py checks it instead;
+  - `$(NAME)` references in env values are expanded in the copy: podman sets them literally
+    (the kubelet expands those defined before them). The downward API's metadata.name it sets.
+    (podman also lets envFrom override env, the kubelet the reverse: the manifests never set
+    one variable in both);
+  - the PersistentVolumeClaim becomes a named volume of the claim's name, which podman makes
+    and the test removes.
 The Service and the HorizontalPodAutoscaler (kube play cannot run them) stay schema-validated
 and policy-checked by test_k8s.py. podman turns the probes into healthchecks that need curl
 and systemd timers (neither is here), so this test requests the probes' paths and ports itself.
@@ -19,6 +25,7 @@ and systemd timers (neither is here), so this test requests the probes' paths an
 
 import copy
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -68,8 +75,9 @@ def _by_kind(objects: list[dict], kind: str) -> dict:
     return obj
 
 
-def _for_podman(deployment: dict, port: int, suffix: str) -> dict:
-    """The test-only copy (module docstring): hostPort, unique volume names, no Secret."""
+def _for_podman(deployment: dict, port: int, suffix: str, config: dict, pod_name: str) -> dict:
+    """The test-only copy (module docstring): hostPort, unique volume names, no Secret,
+    $(NAME) references expanded."""
     play = copy.deepcopy(deployment)
     spec = play["spec"]["template"]["spec"]
     [container] = spec["containers"]
@@ -78,6 +86,11 @@ def _for_podman(deployment: dict, port: int, suffix: str) -> dict:
     secrets = {v["name"] for v in spec["volumes"] if "secret" in v}
     spec["volumes"] = [v for v in spec["volumes"] if v["name"] not in secrets]
     container["volumeMounts"] = [m for m in container["volumeMounts"] if m["name"] not in secrets]
+    # podman sets $(NAME) references in env values literally: expand them as the kubelet does.
+    values = {**config, "POD_NAME": pod_name}
+    for item in container["env"]:
+        if "value" in item:
+            item["value"] = re.sub(r"\$\((\w+)\)", lambda m: values[m.group(1)], item["value"])
     for volume in spec["volumes"]:
         volume["name"] += f"-{suffix}"
     for mount in container["volumeMounts"]:
@@ -107,11 +120,19 @@ def pod(service_image, tmp_path_factory) -> Iterator[Pod]:
     deployment = _by_kind(rendered, "Deployment")
     config_map = _by_kind(rendered, "ConfigMap")
     port = free_port()
-    play = _for_podman(deployment, port, suffix)
+    pod_name = f"{deployment['metadata']['name']}-pod-0"  # podman's name for replica 0
+    play = _for_podman(deployment, port, suffix, config_map["data"], pod_name)
     kube_file = workdir / "play.yaml"
     kube_file.write_text(yaml.safe_dump_all([config_map, play]))
-    volumes = [v["name"] for v in play["spec"]["template"]["spec"]["volumes"]]
-    pod_name = f"{deployment['metadata']['name']}-pod-0"  # podman's name for replica 0
+    play_volumes = play["spec"]["template"]["spec"]["volumes"]
+    volumes = [v["name"] for v in play_volumes if "persistentVolumeClaim" not in v]
+    # podman backs a claim with a named volume of the claim's name, which kube down keeps (as
+    # a cluster keeps a PersistentVolumeClaim); the test removes it.
+    claims = [
+        v["persistentVolumeClaim"]["claimName"]
+        for v in play_volumes
+        if "persistentVolumeClaim" in v
+    ]
     container = f"{pod_name}-{play['spec']['template']['spec']['containers'][0]['name']}"
     metrics: dict = {"image": service_image.image}
     try:
@@ -141,6 +162,8 @@ def pod(service_image, tmp_path_factory) -> Iterator[Pod]:
             if run("podman", "volume", "exists", volume, check=False).returncode == 0:
                 left = True
                 run("podman", "volume", "rm", "-f", volume, check=False)
+        for claim in claims:
+            run("podman", "volume", "rm", "-f", claim, check=False)
         print(f"\nkube play metrics: {json.dumps(metrics)}")
         assert down.returncode == 0, down.stdout + down.stderr
         assert not left, "podman kube down left the pod or its volumes behind"
@@ -176,11 +199,13 @@ def test_pod_runs_as_the_manifest_user_without_privileges(pod):
     assert status["Seccomp"].strip() == "2"  # a filter is applied
 
 
-def test_root_filesystem_is_read_only_and_empty_dirs_are_writable(pod):
+def test_root_filesystem_is_read_only_and_volumes_are_writable(pod):
     container = pod.manifest_container
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
-    empty_dirs = {v["name"] for v in pod.spec["volumes"] if "emptyDir" in v}
-    paths = [m["mountPath"] for m in container["volumeMounts"] if m["name"] in empty_dirs]
+    writable = {
+        v["name"] for v in pod.spec["volumes"] if {"emptyDir", "persistentVolumeClaim"} & v.keys()
+    }
+    paths = [m["mountPath"] for m in container["volumeMounts"] if m["name"] in writable]
     assert sorted(paths) == ["/tmp", "/var/lib/bentoml", "/var/lib/catsdogs/monitoring"]
     for path in paths:
         written = pod.exec("sh", "-c", f"echo ok > {path}/probe && cat {path}/probe", check=False)
@@ -196,7 +221,8 @@ def test_root_filesystem_is_read_only_and_empty_dirs_are_writable(pod):
         f"{pod.url}/predict", files={"file": (photo.name, photo.read_bytes())}, timeout=60
     )
     assert response.status_code == 200, response.text
-    monitoring = pod.config["CATSDOGS_MONITORING_DIR"]
+    monitoring = pod.exec("sh", "-c", "echo $CATSDOGS_MONITORING_DIR").stdout.strip()
+    assert monitoring.startswith("/var/lib/catsdogs/monitoring/")  # the pod's own folder
     deadline = time.monotonic() + 30
     while not pod.exec("find", monitoring, "-type", "f").stdout.strip():
         assert time.monotonic() < deadline, f"no prediction records in {monitoring}"
@@ -210,8 +236,14 @@ def test_environment_comes_from_the_config_map(pod):
     assert pod.config["CATSDOGS_THREADS"] == env["CATSDOGS_THREADS"] == "2"
     for key, value in pod.config.items():
         assert env.get(key) == value, key
+    pod_name = pod.exec("cat", "/proc/sys/kernel/hostname").stdout.strip()  # a pod's hostname
     for item in pod.manifest_container["env"]:
-        assert env.get(item["name"]) == item["value"], item["name"]
+        if "valueFrom" in item:  # the downward API: only the pod's name is used
+            assert item["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+            expected = pod_name
+        else:  # $(NAME) expands variables defined before it, as the kubelet does
+            expected = re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], item["value"])
+        assert env.get(item["name"]) == expected, item["name"]
     # API keys stay off unless the ConfigMap names the key file (deploy/k8s/README.md).
     assert "CATSDOGS_API_KEYS_FILE" not in env
 

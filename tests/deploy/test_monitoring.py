@@ -44,6 +44,8 @@ ALERT_NAMES = {
     "CatsDogsOverloaded",
     "CatsDogsInputDrift",
     "CatsDogsDriftJobStale",
+    "CatsDogsOtherRising",
+    "CatsDogsReviewRising",
 }
 DRIFT_JOB = "catsdogs-drift"
 
@@ -103,6 +105,9 @@ def test_alert_rules_are_valid_and_annotated(promtool):
     assert "catsdogs_drift_last_run_timestamp_seconds" in stale["expr"]
     assert "absent(" in stale["expr"]
     assert stale["for"] == "1h"
+    other, review = by_name["CatsDogsOtherRising"], by_name["CatsDogsReviewRising"]
+    assert 'catsdogs_predictions_total{job="catsdogs", label="other"}' in other["expr"]
+    assert "catsdogs_needs_review_total" in review["expr"]
 
 
 def test_alert_unit_tests_pass(promtool):
@@ -422,7 +427,7 @@ def test_real_prometheus_scrapes_the_service_and_the_drift_job(server, drift_pus
         }
         assert {row["value"][1] for row in results['up{job="catsdogs"}']} == {"1"}
         labels = {row["metric"]["label"] for row in results["catsdogs_predictions_total"]}
-        assert labels == {"cat", "dog"}
+        assert labels == {"cat", "dog", "other"}  # every label is exported from the start
         [drifted] = results[f'catsdogs_drift_detected{{job="{DRIFT_JOB}"}}']
         assert drifted["metric"]["model"] == "catsdogs:x" and drifted["value"][1] == "1"
         [alert] = results['ALERTS{alertname="CatsDogsInputDrift", alertstate="firing"}']

@@ -1,6 +1,7 @@
 """The deployment tests' tools: podman commands (with CI's settings), podman-compose, and the
 real `kubectl kustomize` (what every test shares is in tests/helpers.py)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -72,5 +73,7 @@ def overlay(directory: Path, base: Path, **fields) -> Path:
         "resources": [os.path.relpath(base, directory)],
         **fields,
     }
-    (directory / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    # As JSON (which is YAML): every string quoted, so that a tag such as 12e34567 stays a
+    # string for Kustomize's YAML 1.2 parser, which PyYAML would leave bare.
+    (directory / "kustomization.yaml").write_text(json.dumps(kustomization, indent=2))
     return directory

@@ -22,7 +22,9 @@ from training.quantize import MAX_ACCURACY_DROP, MAX_LOG_LOSS_RISE, MIN_SAME_LAB
 
 pytestmark = pytest.mark.slow
 
-MIN_TEST_ACCURACY = 0.97
+# On the model's own test split, too small to tell 0.985 from 0.99 (a photo or two): this
+# catches a model that has clearly got worse; benchmarks/CROSSVAL.md measures unseen photos.
+MIN_TEST_ACCURACY = 0.99
 MAX_TEST_OTHER_RATE = 0.01  # cat and dog photos called "other"
 MIN_NONPET_CAUGHT = 0.90  # non-pet photos called "other"
 MAX_TEST_ECE = 0.02
@@ -92,8 +94,9 @@ def test_the_int8_copy_is_gated_and_evaluates_as_logged(full_model):
          "--split", "test", "--json", "--precision", "int8"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    metrics = json.loads(result.stdout[result.stdout.index("{") :])
-    assert metrics["precision"] == "int8"
+    report = json.loads(result.stdout[result.stdout.index("{") :])
+    assert report["precision"] == "int8"
+    metrics = report["metrics"]
     assert metrics["accuracy"] == pytest.approx(gate["accuracy_int8"], abs=1e-9)
     assert metrics["log_loss"] == pytest.approx(gate["log_loss_int8"], abs=1e-4)
     assert metrics["other_rate"] == pytest.approx(gate["other_rate"], abs=1e-9)

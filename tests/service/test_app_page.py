@@ -4,7 +4,7 @@ limit), with every request outside the service blocked and recorded: the page mu
 none, and must run under its own Content-Security-Policy without a script error.
 
 Photos are chosen by fixed rules: the first sample photos of each label, and the first
-`scene-*.jpg` of tests/fixtures/nonpet as the photo with no cat or dog.
+`scene-*.jpg` of data/nonpet as the photo with no cat or dog.
 """
 
 import contextlib
@@ -22,9 +22,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from helpers import CHROMIUM, CHROMIUM_ARGS, ROOT, photos, run_bentoml_serve
+from helpers import CHROMIUM, CHROMIUM_ARGS, NONPET_DIR, ROOT, photos, run_bentoml_serve
 
-NONPET_DIR = ROOT / "tests" / "fixtures" / "nonpet"
 AXE_JS = ROOT / "tests" / "browser" / "node_modules" / "axe-core" / "axe.min.js"
 REPORTS = ROOT / "reports" / "app"
 KEY = "app-page-test-key-5f1c9a"  # 16+ characters, as the service demands

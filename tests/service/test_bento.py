@@ -15,7 +15,7 @@ import httpx
 import pytest
 import yaml
 
-from helpers import ROOT, photos, run_bentoml_serve
+from helpers import ROOT, default_precision, photos, run_bentoml_serve
 
 BENTOML_CLI = Path(sys.executable).parent / "bentoml"
 
@@ -113,5 +113,5 @@ def test_built_bento_serves_real_photos(built_bento, tmp_path):
         assert health.json() == {
             "status": "ok",
             "model": built_bento.model_tag,
-            "precision": "fp32",
+            "precision": default_precision(built_bento.model_tag),
         }

@@ -107,10 +107,11 @@ def test_a_url_in_a_text_field_is_refused_and_never_fetched(server, photo_server
     texts = [("file", (None, url)), ("file", (None, url))]
     _refused(_post(server.url, "/predict_batch", files=texts), 400, "not_a_file")
     _refused(_post(server.url, data={"file": url}), 400, "not_multipart")  # a urlencoded form
-    # BentoML's own client sends a string as a text field too.
+    # BentoML's own client sends a string for a file parameter as a form value: with no file
+    # beside it, a urlencoded form.
     with (
         bentoml.SyncHTTPClient(server.url) as client,
-        pytest.raises(bentoml.exceptions.InvalidArgument, match="not_a_file"),
+        pytest.raises(bentoml.exceptions.InvalidArgument, match="not_multipart"),
     ):
         client.predict(file=url)
     time.sleep(1)  # a fetch, had one started, would have arrived by now

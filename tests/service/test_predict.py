@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from catsdogs.model_loader import load_bento_classifier
-from helpers import labelled_photos, photo_dir, photos
+from helpers import default_precision, labelled_photos, photo_dir, photos
 
 PHOTOS_PER_CLASS = 150
 
@@ -63,7 +63,11 @@ def test_batch_endpoint_answers_each_file_in_order(server):
 def test_health_endpoints(server):
     health = httpx.get(f"{server.url}/health", timeout=10)
     assert health.status_code == 200
-    assert health.json() == {"status": "ok", "model": server.model_tag, "precision": "fp32"}
+    assert health.json() == {
+        "status": "ok",
+        "model": server.model_tag,
+        "precision": default_precision(server.model_tag),
+    }
     for path in ("/livez", "/readyz", "/healthz"):
         assert httpx.get(f"{server.url}{path}", timeout=10).status_code == 200, path
     home = httpx.get(f"{server.url}/", timeout=10, follow_redirects=True)
