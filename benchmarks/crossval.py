@@ -1,8 +1,9 @@
 """Cross-validation of model choices: input size x head x flip, on the same folds for all.
 
     python benchmarks/crossval.py run ../shared/datasets/catsdogs [--sizes 224,320 --only logreg]
-    python benchmarks/crossval.py report --reference "320 logreg"   # the table again, from JSON
-    python benchmarks/crossval.py recipe ../shared/datasets/catsdogs --size 320   # timed run
+    python benchmarks/crossval.py report --reference "288 logreg"   # the table again, from JSON
+    python benchmarks/crossval.py novelty ../shared/datasets/catsdogs   # non-pet photos per size
+    python benchmarks/crossval.py recipe ../shared/datasets/catsdogs --size 288   # timed run
 
 Every candidate is scored on the same k folds of the whole data set (folds from each file's
 SHA-256, stratified by label). In each round one fold is the test fold, the next one is the
@@ -10,7 +11,8 @@ validation fold (early stopping, temperature) and the other k - 2 train, which i
 80/10/10 train/validation/test proportion of `catsdogs train` with k = 10. MobileNetV2
 features are computed once per size and flip and cached as .npy (--cache).
 Writes --out/crossval.json (every fold of every candidate) and --out/crossval.md (the table).
-`recipe` times a real `catsdogs train` with the recommended head (see its docstring).
+`novelty` measures the open-world side of each size on the same cached features; `recipe`
+times a real `catsdogs train` at one size. Results and the choice: benchmarks/CROSSVAL.md.
 """
 
 import json
@@ -138,7 +140,7 @@ def compute_features(data: Data, size: int, paths: dict[str, Path]) -> None:
 
 # ---- heads on frozen features --------------------------------------------------------------
 
-CURRENT_DEFAULT = "224 logreg"  # what `catsdogs train` fits by default (training/config.py)
+CURRENT_DEFAULT = "288 logreg"  # what `catsdogs train` fits by default (training/config.py)
 # Inverse L2 strengths tried for logistic regression, chosen per fold by inner CV (log loss).
 C_GRID = tuple(float(c) for c in np.logspace(-3, 1, 9))
 INNER_FOLDS = 5
@@ -489,13 +491,16 @@ def markdown(report: dict, reference: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+DataDir = Annotated[Path, typer.Argument(help="Folder of labelled photos.")]
+Cache = Annotated[Path, typer.Option(help="Features and ONNX files (shared by the commands).")]
+DEFAULT_CACHE = Path("reports/crossval/cache")
+
+
 @app.command()
 def run(
-    data_dir: Annotated[Path, typer.Argument(help="Folder of labelled photos.")],
+    data_dir: DataDir,
     out: Annotated[Path, typer.Option(help="Where the reports go.")] = Path("reports/crossval"),
-    cache: Annotated[Path, typer.Option(help="Features and ONNX files.")] = Path(
-        "reports/crossval/cache"
-    ),
+    cache: Cache = DEFAULT_CACHE,
     k: Annotated[int, typer.Option(min=3, help="Number of folds.")] = 10,
     sizes: Annotated[str, typer.Option(help="Input sizes, comma-separated.")] = (
         "224,256,288,320,352,384"
@@ -566,8 +571,49 @@ def report(
 
 
 @app.command()
+def novelty(
+    data_dir: DataDir,
+    others: Annotated[Path, typer.Option(help="Photos with no cat or dog.")] = Path("data/nonpet"),
+    cache: Cache = DEFAULT_CACHE,
+    sizes: Annotated[str, typer.Option(help="Input sizes, comma-separated.")] = "224,256,288,320",
+    quantile: Annotated[float, typer.Option(help="As TrainConfig.novelty_quantile.")] = 0.995,
+    k: Annotated[int, typer.Option(help="As TrainConfig.novelty_k.")] = 10,
+) -> None:
+    """The open-world side of each input size: the trainer's kNN detector (training split as
+    reference, threshold from the validation and leave-one-out training scores, cat and dog
+    photos only) on the content-hash split, then the share of test photos called other and
+    of OTHERS caught. OTHERS only ever measure; nothing is fitted on them."""
+    from catsdogs.novelty import KnnNovelty, threshold_for
+    from catsdogs.preprocessing import read_image
+    from training.architectures import build_feature_extractor, build_parts
+    from training.config import TrainConfig
+    from training.data import load_dataset
+
+    data = load_data(data_dir, cache)
+    dataset = load_dataset(data_dir, 32)
+    splits = np.array([sample.split for sample in dataset.samples])
+    part = {split: np.flatnonzero(splits == split) for split in ("train", "validation", "test")}
+    paths = sorted(path for path in others.iterdir() if path.suffix.lower() in {".jpg", ".png"})
+    print("| size | test called other | non-pet caught |\n| ---: | ---: | ---: |")
+    for size in (int(value) for value in sizes.split(",")):
+        features = data.get(size)
+        extractor = build_feature_extractor(build_parts(TrainConfig(image_size=size), 2), size)
+        outside = extractor.predict(
+            np.stack([read_image(p, size).pixels for p in paths]), verbose=0
+        )
+        knn = KnnNovelty.fit(features[part["train"]], k)
+        held_out = np.concatenate([knn.scores(features[part["validation"]]),
+                                   knn.leave_one_out_scores()])  # fmt: skip
+        threshold = threshold_for(held_out, quantile)
+        test = knn.scores(features[part["test"]]) > threshold
+        caught = knn.scores(outside) > threshold
+        print(f"| {size} | {test.mean():.1%} ({test.sum()} of {len(test)}) "
+              f"| {caught.mean():.1%} ({caught.sum()} of {len(caught)}) |", flush=True)  # fmt: skip
+
+
+@app.command()
 def recipe(
-    data_dir: Annotated[Path, typer.Argument(help="Folder of labelled photos.")],
+    data_dir: DataDir,
     size: Annotated[int, typer.Option(help="Input size, pixels.")] = 320,
     out: Annotated[Path, typer.Option(help="Where recipe_SIZE.json goes.")] = Path(
         "reports/crossval"

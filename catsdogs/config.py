@@ -10,9 +10,9 @@ MODEL_NAME = "catsdogs"
 CLASS_NAMES: tuple[str, ...] = ("cat", "dog")
 """Output order of the classifier: index i of the probability vector is CLASS_NAMES[i]."""
 
-DEFAULT_IMAGE_SIZE = 224
-"""Side of the square RGB image a model is trained at by default (MobileNetV2's ImageNet
-size; benchmarks/CROSSVAL.md weighs larger ones). A trained model's own size is in its
+DEFAULT_IMAGE_SIZE = 288
+"""Side of the square RGB image a model is trained at by default: above MobileNetV2's ImageNet
+size, as cross-validation chose (benchmarks/CROSSVAL.md). A trained model's own size is in its
 metadata, which is what serving reads."""
 
 KERAS_FILE_NAME = "model.keras"

@@ -1,4 +1,4 @@
-"""Calibrated confidence: temperature scaling fitted on the validation split, and the
+"""Calibrated confidence: temperature scaling fitted on held-out logits, and the
 expected calibration error that says how far confidence is from accuracy."""
 
 import numpy as np

@@ -215,7 +215,9 @@ Confusion matrix (cat/dog decision, before `other`):
 {confusion}
 
 Calibration: one temperature, {_number(m, "calibration_temperature")}, divides the logits (fitted
-on the validation split). On the test split:
+on {_number(m, "calibration_temperature_photos", ".0f")} held-out photos: with the
+logistic-regression head, each training photo's logits from the inner model fitted without it;
+otherwise the validation split). On the test split:
 
 {calibration}
 

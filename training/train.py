@@ -1,7 +1,7 @@
 """Train the cats-vs-dogs classifier, top to bottom.
 
     data -> backbone + head -> (fast | finetune | scratch) training -> temperature scaling on
-    the validation split -> the inference model (calibrated probabilities + embedding)
+    held-out logits -> the inference model (calibrated probabilities + embedding)
     -> novelty detector and review threshold -> test evaluation (with confidence intervals
     and slices) -> ONNX export checked against Keras -> int8 copy and its gate
     -> the non-pet photos measured -> model card -> MLflow + BentoML
@@ -130,13 +130,20 @@ def train(config: TrainConfig, progress: Progress = SILENT) -> TrainResult:
         parts = build_parts(config, len(dataset.class_names))
         fit = functools.partial(_fit, config=config, timings=timings, progress=progress)
         images = {split: (pixels[split], labels[split]) for split in ("train", "validation")}
+        # Held-out logits and labels for the temperature: the validation split's, unless the
+        # head comes with more (below).
+        held_out_logits: tuple[np.ndarray, np.ndarray] | None = None
         if config.mode == "fast":
             # Backbone features once per image; then only the small head trains, on them.
             embeddings = _embed(parts, config, pixels, ("train", "validation"), timings, progress)
             if config.head == "logreg":
                 with progress.phase("Fit the classifier head (logistic regression)"):
-                    head_c = fit_logistic_head(parts.head, embeddings["train"], labels["train"])
-                logged.log({"head_c": head_c})
+                    logistic = fit_logistic_head(parts.head, embeddings["train"], labels["train"])
+                logged.log({"head_c": logistic.c})
+                # Every training photo's logits from the inner model without it: thousands of
+                # held-out photos pin T down where a few hundred validation photos cannot
+                # (benchmarks/CROSSVAL.md, "T on inner CV").
+                held_out_logits = (logistic.out_of_fold_logits, labels["train"])
             else:
                 features = {split: (embeddings[split], labels[split]) for split in embeddings}
                 fit(parts.head, "head", config.head_learning_rate, config.head_epochs, **features)
@@ -155,9 +162,10 @@ def train(config: TrainConfig, progress: Progress = SILENT) -> TrainResult:
             embeddings = _embed(parts, config, pixels, ("train", "validation"), timings, progress)
         logged.log(timings)
 
-        # 2. Calibrate: one temperature for the logits, fitted on the validation split.
+        # 2. Calibrate: one temperature for the logits, fitted on held-out photos.
         validation_logits = parts.head.predict(embeddings["validation"], verbose=0)
-        temperature = fit_temperature(validation_logits, labels["validation"])
+        held_out_logits = held_out_logits or (validation_logits, labels["validation"])
+        temperature = fit_temperature(*held_out_logits)
         model = build_inference_model(parts, config.image_size, temperature)
         validation = ModelOutput(calibrated(validation_logits, temperature),
                                  embeddings["validation"])  # fmt: skip
@@ -165,7 +173,7 @@ def train(config: TrainConfig, progress: Progress = SILENT) -> TrainResult:
             # Through the same compiled path and outputs that serving uses.
             test = _classifier(model, dataset, config).predict_pixels(pixels["test"])
         uncalibrated = calibrated(validation_logits, 1.0)
-        calibration = {"temperature": temperature}
+        calibration = {"temperature": temperature, "temperature_photos": len(held_out_logits[1])}
         # log(p) x T are the test logits up to a constant per row: softmax gives them back
         # uncalibrated.
         test_uncalibrated = calibrated(

@@ -19,7 +19,7 @@ SAMPLE_DIR = Path(__file__).resolve().parents[2] / "data" / "sample"
 def test_defaults() -> None:
     config = TrainConfig()
     assert config.mode == "fast"
-    assert config.image_size == 224 == DEFAULT_IMAGE_SIZE
+    assert config.image_size == 288 == DEFAULT_IMAGE_SIZE
     assert config.seed == 42
     assert config.validation_fraction == pytest.approx(0.1)
     assert config.test_fraction == pytest.approx(0.1)
