@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = ROOT / "data" / "sample"
 # Real photos with no cat or dog (data/nonpet/SOURCES.md): measured, never tuned on.
 NONPET_DIR = ROOT / "data" / "nonpet"
+MIN_NONPET_CAUGHT = 0.90  # the share of NONPET_DIR a default model must call "other"
 # The full set of real photos (3,086) beside the project; CI has it too.
 FULL_DATA_DIR = Path(
     os.environ.get("CATSDOGS_FULL_DATA", ROOT.parent / "shared" / "datasets" / "catsdogs")
