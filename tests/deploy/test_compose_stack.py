@@ -104,8 +104,28 @@ def _ports_override(path: Path, compose: dict, services: list[str]) -> dict[str,
     return urls
 
 
+TRAINING_CONTAINERFILE = ROOT / "deploy" / "training" / "Containerfile"
+
+
 @pytest.fixture(scope="module")
-def stack(service_image, tmp_path_factory) -> Iterator[Stack]:
+def training_image() -> Iterator[tuple[str, dict]]:
+    """deploy/training/Containerfile built from the repository root (what ci.yml pushes as
+    the -train image): the drift-job service's image."""
+    image = f"localhost/catsdogs-train-test:{uuid.uuid4().hex[:8]}"
+    started = time.monotonic()
+    run("podman", "build", "--isolation", "chroot", "-f", TRAINING_CONTAINERFILE, "-t", image,
+        ROOT, timeout=2400)  # fmt: skip
+    size = run("podman", "image", "inspect", "--format", "{{.Size}}", image)
+    metrics = {"training_image_build_seconds": round(time.monotonic() - started, 1),
+               "training_image_size_bytes": int(size.stdout.strip())}  # fmt: skip
+    try:
+        yield image, metrics
+    finally:
+        run("podman", "rmi", "-f", image, check=False, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def stack(service_image, training_image, tmp_path_factory) -> Iterator[Stack]:
     assert PODMAN_COMPOSE.exists(), "podman-compose not installed: install the dev extra"
     workdir = tmp_path_factory.mktemp("compose")
     compose = yaml.safe_load(COMPOSE.read_text())
@@ -117,10 +137,10 @@ def stack(service_image, tmp_path_factory) -> Iterator[Stack]:
     stack = Stack(
         project=f"catsdogs-test-{uuid.uuid4().hex[:8]}",
         files=[COMPOSE, *([LOCAL_BUILD] if local_build else []), override],
-        env=podman_env(CATSDOGS_IMAGE=service_image.image),
+        env=podman_env(CATSDOGS_IMAGE=service_image.image, CATSDOGS_TRAIN_IMAGE=training_image[0]),
         urls=urls,
         local_build=local_build,
-        metrics={"images": "local build" if local_build else "upstream"},
+        metrics={"images": "local build" if local_build else "upstream", **training_image[1]},
     )
     built = []
     try:
@@ -134,7 +154,8 @@ def stack(service_image, tmp_path_factory) -> Iterator[Stack]:
                 stack.metrics[f"{service}_image_size_bytes"] = int(size.stdout.strip())
 
         started = time.monotonic()
-        stack.compose("up", "-d", *services)
+        # The drift job too (no port: it runs once at start, then hourly).
+        stack.compose("up", "-d", *services, "drift-job")
         for service in services:
 
             def stopped(service: str = service) -> str | None:
@@ -270,8 +291,8 @@ def test_prometheus_scrapes_the_service(stack):
 def test_a_drift_run_reaches_prometheus_through_the_pushgateway(stack, tmp_path):
     """The drift job's path, on the service's own records: copied out of the running
     container, compared by `catsdogs drift` with the served model's reference, its gauges
-    pushed to the stack's Pushgateway and scraped from there by Prometheus. (The drift-job
-    service itself needs the training image, which is not built yet.)"""
+    pushed to the stack's Pushgateway and scraped from there by Prometheus (the drift-job
+    service does the same on a schedule: the test after this one)."""
     _predict(stack, "cat/cat.102.jpg")
     records = tmp_path / "monitoring"
     source = f"{stack.container('catsdogs')}:/var/lib/catsdogs/monitoring"
@@ -295,6 +316,33 @@ def test_a_drift_run_reaches_prometheus_through_the_pushgateway(stack, tmp_path)
         assert time.monotonic() < deadline, f"Prometheus has no {query}"
         time.sleep(2)
     assert abs(float(rows[0]["value"][1]) - time.time()) < SCRAPE_TIMEOUT + 600
+
+
+def test_the_drift_job_service_runs_the_job_on_the_service_records(stack):
+    """The drift-job service, on the training image, against the shared monitoring volume:
+    its first run (at start) writes the summary and the gauges file (what its healthcheck
+    reads), pushes to the Pushgateway and logs its exit code, 0 or 3 (1: the job failed)."""
+    container = stack.container("drift-job")
+    deadline = time.monotonic() + 300
+    while "catsdogs drift exited with" not in (logs := _logs(container)):
+        assert stack.containers()["drift-job"]["State"] == "running", logs
+        assert time.monotonic() < deadline, f"no run finished:\n{logs}"
+        time.sleep(3)
+    assert re.search(r"catsdogs drift exited with [03]\b", logs), logs
+    summary = run("podman", "exec", container, "cat", "/var/lib/catsdogs/drift/latest/summary.json")
+    assert "models" in json.loads(summary.stdout), summary.stdout
+    gauges = run("podman", "exec", container, "cat", "/var/lib/catsdogs/drift/drift.prom")
+    assert "catsdogs_drift_last_run_timestamp_seconds" in gauges.stdout
+    pushed = httpx.get(f"{stack.urls['pushgateway']}/metrics", timeout=30).text
+    assert 'catsdogs_drift_last_run_timestamp_seconds{instance="",job="catsdogs-drift"}' in pushed
+    # Its compose healthcheck (a fresh gauges file) passes now that a run has finished.
+    health = run("podman", "healthcheck", "run", container, check=False)
+    assert health.returncode == 0, (health.stdout, health.stderr)
+
+
+def _logs(container: str) -> str:
+    logs = run("podman", "logs", container, check=False)
+    return logs.stdout + logs.stderr
 
 
 def test_prometheus_loads_the_alert_rules(stack):
