@@ -159,6 +159,22 @@ class Visit:
             })""",
         )
 
+    def watch_answers(self) -> None:
+        """From now on, remember every text an answer shows, even one replaced later (a
+        "trying again" before the answer)."""
+        self.page.evaluate(
+            """() => {
+                window.answersSeen = new Set();
+                new MutationObserver(() => document.querySelectorAll('#results .answer')
+                    .forEach(el => window.answersSeen.add(el.textContent)))
+                    .observe(document.getElementById('results'),
+                             {childList: true, characterData: true, subtree: true});
+            }"""
+        )
+
+    def answers_seen(self) -> list[str]:
+        return self.page.evaluate("[...window.answersSeen]")
+
     def wait_thumbnails(self) -> None:
         self.page.wait_for_function(
             """() => [...document.querySelectorAll('#results > li')].every(li => {
@@ -370,15 +386,7 @@ def test_unsure_answers_and_failing_service_in_words(browser, app_server):
     with visit(browser, app_server) as seen:
         seen.page.route("**/predict", answer)
         seen.open()
-        seen.page.evaluate(
-            """() => {
-                window.answersSeen = new Set();
-                new MutationObserver(() => document.querySelectorAll('#results .answer')
-                    .forEach(el => window.answersSeen.add(el.textContent)))
-                    .observe(document.getElementById('results'),
-                             {childList: true, characterData: true, subtree: true});
-            }"""
-        )
+        seen.watch_answers()
         seen.choose([_named(photos("cat")[0], name) for name in names])
         seen.wait_finished(len(names))
         rows = {row["name"]: row for row in seen.results()}
@@ -386,7 +394,7 @@ def test_unsure_answers_and_failing_service_in_words(browser, app_server):
         assert rows["unsure-dog.jpg"]["detail"] == "Confidence 71.2%"
         assert rows["unsure-cat.jpg"]["answer"] == "Cat — please check: not sure"
         assert rows["loading.jpg"]["answer"] == "Cat" and attempts["loading.jpg"] == 2
-        assert BUSY in seen.page.evaluate("[...window.answersSeen]")
+        assert BUSY in seen.answers_seen()
         assert rows["failing.jpg"]["answer"] == "The service could not check this photo"
         assert rows["unreachable.jpg"]["answer"] == "Could not reach the service"
         assert attempts["unreachable.jpg"] == 4  # the first try and 3 more
@@ -665,19 +673,11 @@ def test_a_busy_service_is_retried_after_its_retry_after(browser, keyed_server):
     with visit(browser, keyed_server) as seen:
         seen.context.add_init_script(f"sessionStorage.setItem('catsdogs.apiKey', '{KEY}')")
         seen.open()
-        seen.page.evaluate(
-            """() => {
-                window.answersSeen = new Set();
-                new MutationObserver(() => document.querySelectorAll('#results .answer')
-                    .forEach(el => window.answersSeen.add(el.textContent)))
-                    .observe(document.getElementById('results'),
-                             {childList: true, characterData: true, subtree: true});
-            }"""
-        )
+        seen.watch_answers()
         seen.choose(chosen)
         seen.wait_finished(len(chosen))
         rows = seen.results()
-        seen_texts = seen.page.evaluate("[...window.answersSeen]")
+        seen_texts = seen.answers_seen()
         statuses = _upload_statuses(seen)
         print("\n" + "\n".join(f"{f}: {s} Retry-After={r}" for f, s, r, _ in statuses))
         assert [row["state"] for row in rows] == ["done"] * len(chosen), rows
