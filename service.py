@@ -7,6 +7,7 @@ catsdogs.pages (the upload page, the docs page, the OpenAPI document and the mod
 file declares the service.
 """
 
+import functools
 import logging
 import threading
 from pathlib import Path
@@ -34,9 +35,14 @@ ImageFile = Path
 logger = logging.getLogger("catsdogs.service")
 
 
+@functools.cache
+def precision_served() -> str:
+    """Read once from the model's metadata (probes call /health often)."""
+    return served_precision(MODEL.resolve(), SETTINGS.precision)
+
+
 async def health(_: Request) -> JSONResponse:
-    precision = served_precision(MODEL.resolve(), SETTINGS.precision)
-    return JSONResponse({"status": "ok", "model": str(MODEL.tag), "precision": precision})
+    return JSONResponse({"status": "ok", "model": str(MODEL.tag), "precision": precision_served()})
 
 
 def model_file(name: str) -> Path:

@@ -72,6 +72,7 @@ class Data:
     root: Path
     labels: np.ndarray
     hashes: list[str]
+    splits: np.ndarray  # each photo's part of the trainer's content-hash split
     fingerprint: str
     cache: Path
     features: dict[tuple[int, bool], np.ndarray]
@@ -109,6 +110,7 @@ def load_data(root: Path, cache: Path) -> Data:
         root=root,
         labels=dataset.labels(),
         hashes=[sample.sha256 for sample in dataset.samples],
+        splits=np.array([sample.split for sample in dataset.samples]),
         fingerprint=dataset.fingerprint,
         cache=cache,
         features={},
@@ -587,12 +589,11 @@ def novelty(
     from catsdogs.preprocessing import read_image
     from training.architectures import build_feature_extractor, build_parts
     from training.config import TrainConfig
-    from training.data import load_dataset
 
     data = load_data(data_dir, cache)
-    dataset = load_dataset(data_dir, 32)
-    splits = np.array([sample.split for sample in dataset.samples])
-    part = {split: np.flatnonzero(splits == split) for split in ("train", "validation", "test")}
+    part = {
+        split: np.flatnonzero(data.splits == split) for split in ("train", "validation", "test")
+    }
     paths = sorted(path for path in others.iterdir() if path.suffix.lower() in {".jpg", ".png"})
     print("| size | test called other | non-pet caught |\n| ---: | ---: | ---: |")
     for size in (int(value) for value in sizes.split(",")):

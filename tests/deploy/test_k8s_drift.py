@@ -13,6 +13,8 @@ from helpers import ROOT
 from training.cli import app
 from training.drift import DRIFT_EXIT_CODE
 
+from .tools import expand_references
+
 BASE = ROOT / "deploy" / "k8s"
 K8S_VERSION = "1.30.0"  # as in test_k8s.py
 PLACEHOLDER_IMAGE = "ghcr.io/OWNER/catsdogs"
@@ -28,13 +30,6 @@ def _pod(obj: dict) -> dict:
     if obj["kind"] == "CronJob":
         spec = spec["jobTemplate"]["spec"]
     return spec["template"]["spec"]
-
-
-def _expand(value: str, env: dict[str, str]) -> str:
-    """The kubelet's $(VAR) expansion of an env value, for the variables this needs."""
-    for name, known in env.items():
-        value = value.replace(f"$({name})", known)
-    return value
 
 
 CRONJOB = _load("drift-cronjob.yaml")
@@ -63,7 +58,7 @@ def test_every_pod_writes_to_its_own_folder_of_the_shared_volume():
     # The kubelet expands $(VAR) from the variables defined before it (envFrom's included).
     assert "CATSDOGS_MONITORING_DIR" not in CONFIG["data"]  # env would override it anyway
     known = dict(CONFIG["data"]) | {"POD_NAME": "catsdogs-7d9f-abcde"}
-    records = _expand(env["CATSDOGS_MONITORING_DIR"]["value"], known)
+    records = expand_references(env["CATSDOGS_MONITORING_DIR"]["value"], known)
     assert records == f"{root}/catsdogs-7d9f-abcde"
 
 
@@ -76,7 +71,10 @@ def test_cronjob_reads_the_records_read_only_and_its_command_parses():
     claim = volumes["monitoring"]["persistentVolumeClaim"]
     assert claim["claimName"] == CLAIM["metadata"]["name"] and claim["readOnly"] is True
     assert container["command"] == ["catsdogs"]
-    args = [_expand(arg, {"CATSDOGS_PUSHGATEWAY": "http://gw:9091"}) for arg in container["args"]]
+    args = [
+        expand_references(arg, {"CATSDOGS_PUSHGATEWAY": "http://gw:9091"})
+        for arg in container["args"]
+    ]
     assert args[:2] == ["drift", records["mountPath"]]
     assert "--pushgateway=http://gw:9091" in args
     # The options exist (a typo would make every run fail with a usage error).

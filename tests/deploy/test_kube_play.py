@@ -25,7 +25,6 @@ and systemd timers (neither is here), so this test requests the probes' paths an
 
 import copy
 import json
-import re
 import shutil
 import subprocess
 import time
@@ -40,7 +39,7 @@ import yaml
 from helpers import ROOT, free_port, run_smoke_test, wait_for_ready
 
 from .conftest import PODMAN_MISSING
-from .tools import kustomize, overlay, run
+from .tools import expand_references, kustomize, overlay, run
 
 pytestmark = pytest.mark.skipif(shutil.which("podman") is None, reason=PODMAN_MISSING)
 
@@ -90,7 +89,7 @@ def _for_podman(deployment: dict, port: int, suffix: str, config: dict, pod_name
     values = {**config, "POD_NAME": pod_name}
     for item in container["env"]:
         if "value" in item:
-            item["value"] = re.sub(r"\$\((\w+)\)", lambda m: values[m.group(1)], item["value"])
+            item["value"] = expand_references(item["value"], values)
     for volume in spec["volumes"]:
         volume["name"] += f"-{suffix}"
     for mount in container["volumeMounts"]:
@@ -242,7 +241,7 @@ def test_environment_comes_from_the_config_map(pod):
             assert item["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
             expected = pod_name
         else:  # $(NAME) expands variables defined before it, as the kubelet does
-            expected = re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], item["value"])
+            expected = expand_references(item["value"], env)
         assert env.get(item["name"]) == expected, item["name"]
     # API keys stay off unless the ConfigMap names the key file (deploy/k8s/README.md).
     assert "CATSDOGS_API_KEYS_FILE" not in env

@@ -3,6 +3,7 @@ real `kubectl kustomize` (what every test shares is in tests/helpers.py)."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -77,3 +78,9 @@ def overlay(directory: Path, base: Path, **fields) -> Path:
     # string for Kustomize's YAML 1.2 parser, which PyYAML would leave bare.
     (directory / "kustomization.yaml").write_text(json.dumps(kustomization, indent=2))
     return directory
+
+
+def expand_references(value: str, known: dict[str, str]) -> str:
+    """The kubelet's expansion of `$(NAME)` in an env value (a name it does not know stays as
+    written, as the kubelet leaves it)."""
+    return re.sub(r"\$\((\w+)\)", lambda m: known.get(m.group(1), m.group(0)), value)
